@@ -1,0 +1,464 @@
+//! Configuration: `queues.toml` plus WEPPcloud's environment variables (`REDIS_URL`,
+//! `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`), which win over the file. Defaults work
+//! with no file at all. A bad file is an error naming file, line and field.
+
+use crate::error::{Error, Result};
+use crate::serializer::SerializerKind;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The whole configuration of a runq process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub redis: RedisConfig,
+    pub worker: WorkerConfig,
+    /// Queues in priority order (first = highest).
+    pub queues: Vec<QueueConfig>,
+    /// Task settings keyed by the dotted function name RQ stores.
+    pub tasks: BTreeMap<String, TaskConfig>,
+    /// Where the file came from, for messages.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            redis: RedisConfig::default(),
+            worker: WorkerConfig::default(),
+            queues: vec![QueueConfig::named("default")],
+            tasks: BTreeMap::new(),
+            source: None,
+        }
+    }
+}
+
+/// Where Redis is and how runq's data is laid out in it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// Base URL; its DB path segment is replaced per logical database.
+    pub url: String,
+    /// RQ key prefix (RQ's `RQ_KEY_PREFIX`).
+    pub prefix: String,
+    /// Password injected when the URL carries none.
+    pub password: Option<String>,
+    /// Username for Redis ACL auth, injected when the URL carries none.
+    pub username: Option<String>,
+    /// CA bundle for `rediss://` connections.
+    pub ca_file: Option<PathBuf>,
+    pub db: DbNumbers,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        RedisConfig {
+            url: "redis://127.0.0.1:6379".into(),
+            prefix: "rq".into(),
+            password: None,
+            username: None,
+            ca_file: None,
+            db: DbNumbers::default(),
+        }
+    }
+}
+
+/// Logical database numbers (WEPPcloud's `RedisDB` enum).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbNumbers {
+    pub rq: u16,
+    pub lock: u16,
+    pub status: u16,
+    pub nodb_cache: u16,
+    pub log_level: u16,
+}
+
+impl Default for DbNumbers {
+    fn default() -> Self {
+        DbNumbers {
+            rq: 9,
+            lock: 0,
+            status: 2,
+            nodb_cache: 13,
+            log_level: 15,
+        }
+    }
+}
+
+/// What to do with jobs still running when a cold shutdown cancels them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterruptedJobPolicy {
+    /// Put the job back at the front of its queue (status `queued`).
+    Requeue,
+    /// Fail the job with a message saying the worker shut down.
+    Fail,
+}
+
+/// Worker process defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Execution slots per process; each is one RQ worker.
+    pub concurrency: usize,
+    /// Seconds between batched heartbeats. Started-registry deadlines are 3x this.
+    pub heartbeat_secs: u64,
+    /// Timeout for jobs whose hash has none (RQ: 180).
+    pub default_timeout: i64,
+    /// Result TTL for jobs without `result_ttl` (RQ: 500).
+    pub result_ttl: i64,
+    /// Failure TTL for jobs without `failure_ttl` (RQ: one year).
+    pub failure_ttl: i64,
+    /// Seconds running jobs get to finish after the first SIGTERM.
+    pub shutdown_grace_secs: u64,
+    /// What a cold shutdown does with interrupted jobs.
+    pub interrupted_jobs: InterruptedJobPolicy,
+    /// `host:port` for the Prometheus endpoint; empty = off.
+    pub metrics_addr: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// Seconds between maintenance passes (abandoned jobs, registries).
+    pub maintenance_secs: u64,
+    /// What maintenance does with abandoned jobs: `fail` (RQ's behaviour) or `requeue`.
+    pub abandoned_jobs: InterruptedJobPolicy,
+    /// Run the scheduler (due scheduled jobs to their queues) in this process.
+    pub scheduler: bool,
+    /// Directory holding run directories (`<runs_dir>/<runid>`), for NoDb files.
+    pub runs_dir: Option<PathBuf>,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: 4,
+            heartbeat_secs: 10,
+            default_timeout: 180,
+            result_ttl: 500,
+            failure_ttl: 31_536_000,
+            shutdown_grace_secs: 30,
+            interrupted_jobs: InterruptedJobPolicy::Requeue,
+            metrics_addr: String::new(),
+            log_format: "text".into(),
+            maintenance_secs: 10,
+            abandoned_jobs: InterruptedJobPolicy::Fail,
+            scheduler: true,
+            runs_dir: None,
+        }
+    }
+}
+
+/// One queue a worker listens on.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    pub name: String,
+    /// At most this many slots of one process run jobs of this queue at once.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Serializer used for jobs `runq enqueue` writes to this queue.
+    #[serde(default)]
+    pub serializer: SerializerKind,
+}
+
+impl QueueConfig {
+    pub fn named(name: &str) -> Self {
+        QueueConfig {
+            name: name.to_string(),
+            concurrency: None,
+            serializer: SerializerKind::Pickle,
+        }
+    }
+}
+
+/// How one task (by function name) runs: its handler, locks and run-state conventions.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskConfig {
+    /// `native:<registered name>` or `exec`.
+    pub handler: String,
+    /// For exec handlers: the argv to run (never through a shell).
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// For exec handlers: `json` (arguments as JSON on stdin) or `raw` (payload as stored).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// NoDb documents (relpaths) whose locks the task holds while it runs.
+    #[serde(default)]
+    pub locks: Vec<String>,
+    /// Which argument carries the runid: a position (`"0"`) or a keyword name.
+    #[serde(default)]
+    pub runid_arg: Option<String>,
+    /// RedisPrep task stamped (`timestamps:<name>`) on success.
+    #[serde(default)]
+    pub prep_task: Option<String>,
+    /// Status channel suffix (`<runid>:<channel>`).
+    #[serde(default)]
+    pub status_channel: Option<String>,
+    /// Timeout override in seconds.
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    #[serde(default)]
+    pub lock_ttl: Option<u64>,
+    #[serde(default)]
+    pub lock_wait: Option<u64>,
+}
+
+impl Config {
+    /// Loads the file (if any), then applies the environment.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let mut config = match path {
+            Some(p) => Self::from_file(p)?,
+            None => Config::default(),
+        };
+        config.apply_env(|k| std::env::var(k).ok());
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML file; errors name the file and line.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text, path)?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses TOML text attributed to `path`.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(1);
+            let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
+            let message = e.message().trim().to_string();
+            Error::ConfigFile {
+                path: path.to_path_buf(),
+                line,
+                message: if snippet.is_empty() {
+                    message
+                } else {
+                    format!("{message} (at `{snippet}`)")
+                },
+            }
+        })?;
+        let mut config = config;
+        config.source = Some(path.to_path_buf());
+        config.validate_with_source(Some(text))?;
+        Ok(config)
+    }
+
+    /// Environment overrides, WEPPcloud style: a non-empty `REDIS_URL` wins; otherwise
+    /// `REDIS_HOST`/`REDIS_PORT` build one. `REDIS_PASSWORD` fills a missing password.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+        let non_empty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        if let Some(url) = non_empty("REDIS_URL").or_else(|| non_empty("RQ_REDIS_URL")) {
+            self.redis.url = url;
+        } else if non_empty("REDIS_HOST").is_some() || non_empty("REDIS_PORT").is_some() {
+            let host = non_empty("REDIS_HOST").unwrap_or_else(|| "localhost".into());
+            let port = non_empty("REDIS_PORT").unwrap_or_else(|| "6379".into());
+            self.redis.url = format!("redis://{host}:{port}");
+        }
+        if let Some(pw) = non_empty("REDIS_PASSWORD") {
+            self.redis.password = Some(pw);
+        }
+        if let Some(user) = non_empty("REDIS_USERNAME") {
+            self.redis.username = Some(user);
+        }
+        if let Some(prefix) = non_empty("RQ_KEY_PREFIX") {
+            self.redis.prefix = prefix;
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.validate_with_source(None)
+    }
+
+    fn validate_with_source(&self, text: Option<&str>) -> Result<()> {
+        let fail = |needle: &str, message: String| -> Error {
+            match (&self.source, text) {
+                (Some(path), Some(text)) => Error::ConfigFile {
+                    path: path.clone(),
+                    line: line_of(text, needle),
+                    message,
+                },
+                (Some(path), None) => Error::Config(format!("{}: {message}", path.display())),
+                _ => Error::Config(message),
+            }
+        };
+        if self.worker.concurrency == 0 {
+            return Err(fail("concurrency", "worker.concurrency must be at least 1".into()));
+        }
+        if self.worker.heartbeat_secs == 0 {
+            return Err(fail("heartbeat_secs", "worker.heartbeat_secs must be at least 1".into()));
+        }
+        if self.worker.default_timeout == 0 || self.worker.default_timeout < -1 {
+            return Err(fail(
+                "default_timeout",
+                "worker.default_timeout must be positive or -1 (no limit)".into(),
+            ));
+        }
+        if !matches!(self.worker.log_format.as_str(), "text" | "json") {
+            return Err(fail("log_format", format!(
+                "worker.log_format must be `text` or `json`, not `{}`",
+                self.worker.log_format
+            )));
+        }
+        if !valid_prefix(&self.redis.prefix) {
+            return Err(fail("prefix", format!(
+                "redis.prefix `{}` may only hold [A-Za-z0-9_.:{{}}-]",
+                self.redis.prefix
+            )));
+        }
+        if self.queues.is_empty() {
+            return Err(fail("queues", "at least one [[queues]] entry is needed".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for q in &self.queues {
+            if !valid_name(&q.name) {
+                return Err(fail(&q.name, format!(
+                    "queue name `{}` may only hold [A-Za-z0-9_.-]",
+                    q.name
+                )));
+            }
+            if !seen.insert(&q.name) {
+                return Err(fail(&q.name, format!("queue `{}` is listed twice", q.name)));
+            }
+            if q.concurrency == Some(0) {
+                return Err(fail(&q.name, format!("queue `{}`: concurrency must be at least 1", q.name)));
+            }
+        }
+        for (name, task) in &self.tasks {
+            if let Err(message) = task.check() {
+                return Err(fail(name, format!("task `{name}`: {message}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The queue's configured serializer, pickle when the queue is not configured.
+    pub fn serializer_for(&self, queue: &str) -> SerializerKind {
+        self.queues
+            .iter()
+            .find(|q| q.name == queue)
+            .map(|q| q.serializer)
+            .unwrap_or_default()
+    }
+
+    pub fn queue_names(&self) -> Vec<String> {
+        self.queues.iter().map(|q| q.name.clone()).collect()
+    }
+
+    pub fn keys(&self) -> crate::Keys {
+        crate::Keys::new(&self.redis.prefix)
+    }
+}
+
+impl TaskConfig {
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.handler == "exec" {
+            if self.command.is_empty() {
+                return Err("an exec handler needs a non-empty `command`".into());
+            }
+            match self.mode.as_deref() {
+                None | Some("json") | Some("raw") => {}
+                Some(other) => return Err(format!("mode must be `json` or `raw`, not `{other}`")),
+            }
+        } else if !self.handler.starts_with("native:") || self.handler.len() <= "native:".len() {
+            return Err(format!(
+                "handler must be `native:<name>` or `exec`, not `{}`",
+                self.handler
+            ));
+        }
+        if !self.locks.is_empty() && self.runid_arg.is_none() {
+            return Err("a task holding locks needs `runid_arg`".into());
+        }
+        if self.timeout == Some(0) {
+            return Err("timeout must be positive or -1".into());
+        }
+        if self.lock_ttl == Some(0) {
+            return Err("lock_ttl must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Line number (1-based) of the first line mentioning `needle`, or 1.
+fn line_of(text: &str, needle: &str) -> usize {
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .unwrap_or(1)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+fn valid_prefix(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '{' | '}'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_file() {
+        let c = Config::default();
+        assert_eq!(c.queue_names(), vec!["default"]);
+        assert_eq!(c.redis.db.rq, 9);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_value_names_file_line_and_field() {
+        let text = "[worker]\nconcurrency = \"many\"\n";
+        let err = Config::from_toml(text, Path::new("q.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("q.toml:2:"), "{err}");
+        assert!(err.contains("concurrency"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_refused() {
+        let text = "[worker]\nconcurency = 3\n";
+        let err = Config::from_toml(text, Path::new("q.toml")).unwrap_err().to_string();
+        assert!(err.contains("q.toml:2") && err.contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn semantic_error_names_line() {
+        let text = "[worker]\nheartbeat_secs = 5\nconcurrency = 0\n";
+        let err = Config::from_toml(text, Path::new("q.toml")).unwrap_err().to_string();
+        assert_eq!(err, "q.toml:3: worker.concurrency must be at least 1");
+    }
+
+    #[test]
+    fn misconfigured_task_is_named() {
+        let text = "[tasks.\"a.b\"]\nhandler = \"exec\"\n";
+        let err = Config::from_toml(text, Path::new("q.toml")).unwrap_err().to_string();
+        assert!(err.contains("task `a.b`") && err.contains("command"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_file() {
+        let mut c = Config::default();
+        c.apply_env(|k| match k {
+            "REDIS_HOST" => Some("redis.internal".into()),
+            "REDIS_PASSWORD" => Some("s3cret".into()),
+            _ => None,
+        });
+        assert_eq!(c.redis.url, "redis://redis.internal:6379");
+        assert_eq!(c.redis.password.as_deref(), Some("s3cret"));
+    }
+}

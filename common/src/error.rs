@@ -1,0 +1,57 @@
+//! Typed errors shared by the library, the worker and the CLI.
+
+use std::path::PathBuf;
+
+/// Result alias used across runq-common.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every failure the shared library reports. Each variant's message names what went
+/// wrong and where, on one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}:{line}: {message}")]
+    ConfigFile {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+    #[error("cannot read config file {path}: {source}")]
+    ConfigRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("redis at {url}: {source}")]
+    Redis {
+        url: String,
+        source: redis::RedisError,
+    },
+    #[error("redis: {0}")]
+    RedisCommand(#[from] redis::RedisError),
+    #[error("redis pool: {0}")]
+    Pool(String),
+    #[error("job {id}: field `{field}`: {reason}")]
+    JobField {
+        id: String,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("no such job: {0}")]
+    NoSuchJob(String),
+    #[error("cannot decode job payload: {0}")]
+    Decode(String),
+    #[error("cannot encode value: {0}")]
+    Encode(String),
+    #[error("invalid argument: {0}")]
+    Invalid(String),
+}
+
+impl From<deadpool_redis::PoolError> for Error {
+    fn from(e: deadpool_redis::PoolError) -> Self {
+        match e {
+            deadpool_redis::PoolError::Backend(r) => Error::RedisCommand(r),
+            other => Error::Pool(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! runq-common: everything the worker and the CLI share — configuration, Redis access,
+//! RQ's key layout and encodings, the job model, serializers and the Lua scripts that
+//! make every job state change a single atomic round trip.
+
+pub mod config;
+pub mod connect;
+pub mod description;
+pub mod error;
+pub mod job;
+pub mod keys;
+pub mod payload;
+pub mod pyjson;
+pub mod results;
+pub mod rq;
+pub mod scripts;
+pub mod serializer;
+pub mod timefmt;
+pub mod value;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use keys::Keys;
+pub use serializer::SerializerKind;

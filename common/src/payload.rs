@@ -1,0 +1,265 @@
+//! The job `data` field: `zlib(serializer.dumps((func_name, instance, args, kwargs)))`,
+//! read with RQ's raw-bytes fallback when the zlib stream is absent.
+
+use crate::serializer::SerializerKind;
+use crate::value;
+use flate2::read::ZlibDecoder;
+use flate2::write::ZlibEncoder;
+use flate2::Compression;
+use serde_json::{Map, Value};
+use std::io::{Read, Write};
+
+/// Payloads larger than this (after decompression) are refused rather than decoded.
+pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+/// A function call as RQ stores it (runq supports only `instance = None`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobCall {
+    pub func_name: String,
+    pub args: Vec<Value>,
+    pub kwargs: Map<String, Value>,
+}
+
+/// Why a payload could not be turned into a call. The text is what lands in the job's
+/// failure result.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PayloadError {
+    #[error("DeserializationError: job payload is {0} bytes, above the {MAX_PAYLOAD_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("DeserializationError: job payload is not pickle, JSON or MessagePack (first byte {0:#04x})")]
+    Unrecognised(u8),
+    #[error("DeserializationError: job payload is empty")]
+    Empty,
+    #[error("DeserializationError: cannot decode {kind} job payload: {detail}")]
+    Undecodable { kind: SerializerKind, detail: String },
+    #[error("DeserializationError: {kind} job payload is not a (func_name, instance, args, kwargs) 4-tuple: {detail}")]
+    Shape { kind: SerializerKind, detail: String },
+    #[error("UnsupportedJob: {func_name} is a bound method or callable object (the job has an `instance`); runq-worker runs plain functions only")]
+    HasInstance { func_name: String },
+}
+
+/// Inflates `data`, falling back to the raw bytes as RQ does.
+pub fn inflate(data: &[u8]) -> Result<Vec<u8>, PayloadError> {
+    if data.len() >= 2 && data[0] == 0x78 {
+        let mut out = Vec::with_capacity(data.len() * 3);
+        let mut dec = ZlibDecoder::new(data).take(MAX_PAYLOAD_BYTES as u64 + 1);
+        if dec.read_to_end(&mut out).is_ok() {
+            if out.len() > MAX_PAYLOAD_BYTES {
+                return Err(PayloadError::TooLarge(out.len()));
+            }
+            return Ok(out);
+        }
+    }
+    if data.len() > MAX_PAYLOAD_BYTES {
+        return Err(PayloadError::TooLarge(data.len()));
+    }
+    Ok(data.to_vec())
+}
+
+/// zlib at the default level, as Python's `zlib.compress`.
+pub fn deflate(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = ZlibEncoder::new(Vec::with_capacity(bytes.len() / 2 + 16), Compression::default());
+    enc.write_all(bytes).expect("writing to a Vec cannot fail");
+    enc.finish().expect("writing to a Vec cannot fail")
+}
+
+/// Decodes a stored `data` field into the serializer it used and the call.
+pub fn decode(data: &[u8]) -> Result<(SerializerKind, JobCall), PayloadError> {
+    let raw = inflate(data)?;
+    let first = *raw.first().ok_or(PayloadError::Empty)?;
+    let kind = SerializerKind::detect(&raw).ok_or(PayloadError::Unrecognised(first))?;
+    let call = match kind {
+        SerializerKind::Pickle => decode_pickle(&raw)?,
+        other => {
+            let v = other.loads(&raw, "payload").map_err(|detail| PayloadError::Undecodable {
+                kind: other,
+                detail,
+            })?;
+            call_from_value(v, other)?
+        }
+    };
+    Ok((kind, call))
+}
+
+fn decode_pickle(raw: &[u8]) -> Result<JobCall, PayloadError> {
+    use serde_pickle::Value as P;
+    let kind = SerializerKind::Pickle;
+    let v = serde_pickle::value_from_slice(raw, serde_pickle::DeOptions::new()).map_err(|e| {
+        PayloadError::Undecodable {
+            kind,
+            detail: format!("{e} (runq decodes plain Python values only; it never imports classes)"),
+        }
+    })?;
+    let shape = |detail: &str| PayloadError::Shape {
+        kind,
+        detail: detail.to_string(),
+    };
+    let parts = match v {
+        P::Tuple(p) | P::List(p) if p.len() == 4 => p,
+        _ => return Err(shape("top level is not a 4-tuple")),
+    };
+    let mut it = parts.into_iter();
+    let func_name = match it.next() {
+        Some(P::String(s)) => s,
+        _ => return Err(shape("func_name is not a string")),
+    };
+    if !matches!(it.next(), Some(P::None)) {
+        return Err(PayloadError::HasInstance { func_name });
+    }
+    let args = match it.next() {
+        Some(P::Tuple(a)) | Some(P::List(a)) => a
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| value::from_pickle(a, &format!("argument {i}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|detail| PayloadError::Undecodable { kind, detail })?,
+        _ => return Err(shape("args is not a tuple")),
+    };
+    let kwargs = match it.next() {
+        Some(d @ P::Dict(_)) => match value::from_pickle(d, "kwargs") {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return Err(shape("kwargs is not a dict")),
+            Err(detail) => return Err(PayloadError::Undecodable { kind, detail }),
+        },
+        _ => return Err(shape("kwargs is not a dict")),
+    };
+    Ok(JobCall {
+        func_name,
+        args,
+        kwargs,
+    })
+}
+
+fn call_from_value(v: Value, kind: SerializerKind) -> Result<JobCall, PayloadError> {
+    let shape = |detail: &str| PayloadError::Shape {
+        kind,
+        detail: detail.to_string(),
+    };
+    let parts = match v {
+        Value::Array(p) if p.len() == 4 => p,
+        _ => return Err(shape("top level is not a 4-element array")),
+    };
+    let mut it = parts.into_iter();
+    let func_name = match it.next() {
+        Some(Value::String(s)) => s,
+        _ => return Err(shape("func_name is not a string")),
+    };
+    if !matches!(it.next(), Some(Value::Null)) {
+        return Err(PayloadError::HasInstance { func_name });
+    }
+    let args = match it.next() {
+        Some(Value::Array(a)) => a,
+        _ => return Err(shape("args is not an array")),
+    };
+    let kwargs = match it.next() {
+        Some(Value::Object(m)) => m,
+        _ => return Err(shape("kwargs is not an object")),
+    };
+    Ok(JobCall {
+        func_name,
+        args,
+        kwargs,
+    })
+}
+
+/// Encodes a call with `kind` and compresses it, ready for the `data` field.
+pub fn encode(kind: SerializerKind, call: &JobCall) -> Result<Vec<u8>, String> {
+    let raw = match kind {
+        SerializerKind::Pickle => {
+            use serde_pickle::{HashableValue as H, Value as P};
+            let v = P::Tuple(vec![
+                P::String(call.func_name.clone()),
+                P::None,
+                P::Tuple(call.args.iter().map(value::to_pickle).collect()),
+                P::Dict(
+                    call.kwargs
+                        .iter()
+                        .map(|(k, v)| (H::String(k.clone()), value::to_pickle(v)))
+                        .collect(),
+                ),
+            ]);
+            serde_pickle::value_to_vec(&v, serde_pickle::SerOptions::new()).map_err(|e| e.to_string())?
+        }
+        other => other.dumps(&Value::Array(vec![
+            Value::String(call.func_name.clone()),
+            Value::Null,
+            Value::Array(call.args.clone()),
+            Value::Object(call.kwargs.clone()),
+        ]))?,
+    };
+    Ok(deflate(&raw))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    fn add_call() -> JobCall {
+        JobCall {
+            func_name: "mymod.add".into(),
+            args: vec![json!(2), json!(3)],
+            kwargs: Map::new(),
+        }
+    }
+
+    #[test]
+    fn decodes_captured_pickle_data() {
+        let data = hex("789c6b609d2ac900011a3d9cb995b9f9297a89292953fcbc99bc99dba6d44e2999a207009afc0a4c");
+        let (kind, call) = decode(&data).unwrap();
+        assert_eq!(kind, SerializerKind::Pickle);
+        assert_eq!(call, add_call());
+    }
+
+    #[test]
+    fn decodes_captured_json_data() {
+        let data = hex("789c8b56caadcccd4fd14b4c4951d251c82bcdc9d1518836d251308ed551a8ae8d05009df3097a");
+        let (kind, call) = decode(&data).unwrap();
+        assert_eq!(kind, SerializerKind::Json);
+        assert_eq!(call, add_call());
+    }
+
+    #[test]
+    fn json_encoding_is_byte_for_byte_rq() {
+        let data = encode(SerializerKind::Json, &add_call()).unwrap();
+        assert_eq!(inflate(&data).unwrap(), br#"["mymod.add", null, [2, 3], {}]"#.to_vec());
+    }
+
+    #[test]
+    fn raw_uncompressed_payload_is_accepted() {
+        let (_, call) = decode(br#"["mymod.add", null, [2, 3], {}]"#).unwrap();
+        assert_eq!(call, add_call());
+    }
+
+    #[test]
+    fn every_serializer_round_trips() {
+        for kind in [SerializerKind::Pickle, SerializerKind::Json, SerializerKind::Msgpack] {
+            let mut call = add_call();
+            call.kwargs.insert("k".into(), json!({"nested": [1, "x", null, true, 2.5]}));
+            let data = encode(kind, &call).unwrap();
+            assert_eq!(decode(&data).unwrap(), (kind, call), "{kind}");
+        }
+    }
+
+    #[test]
+    fn instance_is_refused() {
+        let err = decode(br#"["__call__", {"x": 1}, [], {}]"#).unwrap_err();
+        assert!(matches!(err, PayloadError::HasInstance { .. }));
+        assert!(err.to_string().contains("__call__"));
+    }
+
+    #[test]
+    fn garbage_is_refused_clearly() {
+        let err = decode(b"\x07garbage").unwrap_err().to_string();
+        assert!(err.contains("not pickle, JSON or MessagePack"), "{err}");
+        let err = decode(b"\x80\x05garbage").unwrap_err().to_string();
+        assert!(err.starts_with("DeserializationError: cannot decode pickle"), "{err}");
+    }
+}

@@ -1,0 +1,78 @@
+//! RQ's time encodings: the `%Y-%m-%dT%H:%M:%S.%fZ` datetime text, float epoch text and
+//! whole-second registry scores.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+/// RQ's datetime format, always UTC with six fractional digits and a literal `Z`.
+pub const RQ_DATETIME_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6fZ";
+
+/// One instant rendered in every form a state change needs, so a transition uses one clock reading.
+#[derive(Debug, Clone)]
+pub struct Stamp {
+    pub at: DateTime<Utc>,
+    /// `2026-11-23T18:39:54.346171Z`
+    pub text: String,
+    /// Float epoch seconds as Python prints them, e.g. `1795459194.3455`.
+    pub epoch_text: String,
+    /// Whole UNIX seconds, as registry scores use them.
+    pub secs: i64,
+}
+
+impl Stamp {
+    pub fn now() -> Self {
+        Self::at(Utc::now())
+    }
+
+    pub fn at(at: DateTime<Utc>) -> Self {
+        Stamp {
+            text: format_datetime(&at),
+            epoch_text: epoch_text(&at),
+            secs: at.timestamp(),
+            at,
+        }
+    }
+}
+
+/// Formats a datetime exactly as RQ's `utcformat` does.
+pub fn format_datetime(at: &DateTime<Utc>) -> String {
+    at.format(RQ_DATETIME_FORMAT).to_string()
+}
+
+/// Parses RQ datetime text (with or without the fractional part). Empty text is `None`.
+pub fn parse_datetime(text: &str) -> Result<Option<DateTime<Utc>>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.fZ")
+        .or_else(|_| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%SZ"))
+        .map(|n| Some(n.and_utc()))
+        .map_err(|_| format!("`{text}` is not RQ datetime text (%Y-%m-%dT%H:%M:%S.%fZ)"))
+}
+
+/// Float epoch seconds in Python's shortest `repr` form.
+pub fn epoch_text(at: &DateTime<Utc>) -> String {
+    let micros = at.timestamp_micros();
+    let secs = micros as f64 / 1_000_000.0;
+    format!("{secs}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_rq_datetime() {
+        let at = parse_datetime("2026-11-23T18:39:54.346171Z").unwrap().unwrap();
+        assert_eq!(format_datetime(&at), "2026-11-23T18:39:54.346171Z");
+        let plain = parse_datetime("2026-01-01T00:00:00Z").unwrap().unwrap();
+        assert_eq!(format_datetime(&plain), "2026-01-01T00:00:00.000000Z");
+        assert!(parse_datetime("2026-01-01T00:00:00+00:00").is_err());
+        assert_eq!(parse_datetime("").unwrap(), None);
+    }
+
+    #[test]
+    fn epoch_text_matches_python_repr() {
+        let at = DateTime::from_timestamp_micros(1_795_459_194_345_500).unwrap();
+        assert_eq!(epoch_text(&at), "1795459194.3455");
+    }
+}
