@@ -232,10 +232,20 @@ impl Config {
     /// Parses TOML text attributed to `path`.
     pub fn from_toml(text: &str, path: &Path) -> Result<Config> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
-                .unwrap_or(1);
+            let unknown = e
+                .message()
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split('`').next())
+                .and_then(|field| {
+                    text.lines()
+                        .position(|l| l.trim_start().starts_with(field))
+                        .map(|i| i + 1)
+                });
+            let line = unknown.unwrap_or_else(|| {
+                e.span()
+                    .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                    .unwrap_or(1)
+            });
             let snippet = text.lines().nth(line - 1).unwrap_or("").trim();
             let message = e.message().trim().to_string();
             Error::ConfigFile {

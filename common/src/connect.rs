@@ -160,3 +160,40 @@ mod tests {
         assert_eq!(redacted("redis://:pw@h:1/9"), "redis://***@h:1/9");
     }
 }
+
+/// One multiplexed connection shared by every task of a process (commands from many
+/// tasks pipeline on it), re-created from the pool after an error.
+#[derive(Clone)]
+pub struct SharedConnection {
+    pool: Pool,
+    current: std::sync::Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
+}
+
+impl SharedConnection {
+    pub fn new(pool: Pool) -> Self {
+        SharedConnection {
+            pool,
+            current: Default::default(),
+        }
+    }
+
+    /// A handle on the live connection, connecting when there is none.
+    pub async fn get(&self) -> Result<MultiplexedConnection> {
+        let mut current = self.current.lock().await;
+        if let Some(c) = current.as_ref() {
+            return Ok(c.clone());
+        }
+        let conn = deadpool_redis::Connection::take(self.pool.get().await?);
+        *current = Some(conn.clone());
+        Ok(conn)
+    }
+
+    /// Drops the live connection after an error so the next `get` reconnects.
+    pub async fn reset(&self) {
+        *self.current.lock().await = None;
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+}

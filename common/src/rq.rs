@@ -10,7 +10,7 @@ use crate::results::{ResultEntry, ResultType};
 use crate::scripts::scripts;
 use crate::serializer::SerializerKind;
 use crate::timefmt::Stamp;
-use redis::{self, aio::ConnectionLike, AsyncCommands, ScriptInvocation};
+use redis::{self, aio::ConnectionLike, AsyncCommands};
 use serde_json::Value;
 use std::collections::HashMap;
 
@@ -110,8 +110,9 @@ impl NewJob {
         Ok(f)
     }
 
-    /// The prepared enqueue script call, so callers can pipeline many.
-    pub fn invocation(&self, keys: &Keys, now: &Stamp) -> Result<ScriptInvocation<'static>> {
+    /// The enqueue script's arguments for this job (one EVALSHA each, so many can be
+    /// pipelined).
+    pub fn script_args(&self, keys: &Keys, now: &Stamp) -> Result<Vec<Vec<u8>>> {
         crate::job::validate_job_id(&self.id)?;
         if self.timeout == Some(0) || self.timeout.is_some_and(|t| t < -1) {
             return Err(Error::Invalid("timeout must be positive or -1 (no limit)".into()));
@@ -124,33 +125,74 @@ impl NewJob {
         } else {
             "back"
         };
-        let mut inv = scripts().enqueue.prepare_invoke();
-        inv.arg(keys.prefix())
-            .arg(&self.id)
-            .arg(&self.queue)
-            .arg(mode)
-            .arg(self.schedule_at.unwrap_or(0))
-            .arg(&now.text)
-            .arg(now.secs)
-            .arg(self.ttl.map(|t| t.to_string()).unwrap_or_default())
-            .arg(if self.allow_dependency_failures { "1" } else { "0" })
-            .arg(self.depends_on.len());
-        for d in &self.depends_on {
-            inv.arg(d);
-        }
-        inv.arg(fields.len());
+        let text = |s: &str| s.as_bytes().to_vec();
+        let mut args = vec![
+            text(keys.prefix()),
+            text(&self.id),
+            text(&self.queue),
+            text(mode),
+            text(&self.schedule_at.unwrap_or(0).to_string()),
+            text(&now.text),
+            text(&now.secs.to_string()),
+            text(&self.ttl.map(|t| t.to_string()).unwrap_or_default()),
+            text(if self.allow_dependency_failures { "1" } else { "0" }),
+            text(&self.depends_on.len().to_string()),
+        ];
+        args.extend(self.depends_on.iter().map(|d| text(d)));
+        args.push(text(&fields.len().to_string()));
         for (k, v) in fields {
-            inv.arg(k).arg(v);
+            args.push(text(k));
+            args.push(v);
         }
-        Ok(inv)
+        Ok(args)
     }
 }
 
 /// Enqueues one job; returns the status it got (queued, deferred or scheduled).
 pub async fn enqueue<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: &Keys, job: &NewJob) -> Result<JobStatus> {
     let now = Stamp::now();
-    let status: String = job.invocation(keys, &now)?.invoke_async(conn).await?;
+    let mut inv = scripts().enqueue.prepare_invoke();
+    for a in job.script_args(keys, &now)? {
+        inv.arg(a);
+    }
+    let status: String = inv.invoke_async(conn).await?;
     JobStatus::parse(&status).ok_or_else(|| Error::Invalid(format!("enqueue returned `{status}`")))
+}
+
+/// Enqueues many jobs, pipelined in chunks; returns each job's status or error, in order.
+pub async fn enqueue_many<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    jobs: &[NewJob],
+) -> Result<Vec<std::result::Result<JobStatus, String>>> {
+    let sha: String = scripts().enqueue.load_async(conn).await?;
+    let now = Stamp::now();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let mut out: Vec<Option<std::result::Result<JobStatus, String>>> = Vec::with_capacity(jobs.len());
+    let mut sent = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        match job.script_args(keys, &now) {
+            Ok(args) => {
+                pipe.cmd("EVALSHA").arg(&sha).arg(0).arg(args);
+                sent.push(i);
+                out.push(None);
+            }
+            Err(e) => out.push(Some(Err(e.to_string()))),
+        }
+    }
+    if !sent.is_empty() {
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+        for (i, reply) in sent.into_iter().zip(replies) {
+            out[i] = Some(match reply {
+                redis::Value::ServerError(e) => Err(e.details().unwrap_or("error").to_string()),
+                v => redis::from_redis_value::<String>(v)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| JobStatus::parse(&s).ok_or(s)),
+            });
+        }
+    }
+    Ok(out.into_iter().map(|o| o.expect("every job has an outcome")).collect())
 }
 
 /// Reads a job hash; `None` when the job does not exist.

@@ -100,8 +100,8 @@ mod tests {
 
     #[test]
     fn pickle_return_value_python_can_read() {
-        // Python: pickle.loads(b'\x80\x03K\x05.') == 5
-        assert_eq!(SerializerKind::Pickle.dumps(&json!(5)).unwrap(), b"\x80\x03K\x05.");
+        // Python: pickle.loads(b'\x80\x03J\x05\x00\x00\x00.') == 5 (protocol 3, BININT)
+        assert_eq!(SerializerKind::Pickle.dumps(&json!(5)).unwrap(), b"\x80\x03J\x05\x00\x00\x00.");
     }
 
     #[test]

@@ -1,1 +1,90 @@
-fn main() {}
+//! `runq`: the command-line client. Enqueues jobs and inspects jobs, queues and workers.
+//! Every failure prints one line naming what went wrong and exits non-zero.
+
+mod args;
+mod bench;
+mod enqueue;
+mod info;
+mod job;
+
+use clap::{Parser, Subcommand};
+use runq_common::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "runq", version, about = "Enqueue and inspect RQ-compatible jobs")]
+struct Cli {
+    /// Configuration file (queues.toml). Without one, defaults apply.
+    #[arg(long, short = 'c', env = "RUNQ_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Enqueue one job; prints the job id alone on the last line.
+    Enqueue(enqueue::EnqueueArgs),
+    /// Show one job: status, origin, timestamps, worker, result or failure.
+    Job(job::JobArgs),
+    /// Queues with their counts and workers with their state, like `rq info`.
+    Info(info::InfoArgs),
+    /// Throughput benchmark: enqueue no-op jobs and run a burst worker over them.
+    Bench(bench::BenchArgs),
+}
+
+/// A command's failure, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Common(#[from] runq_common::Error),
+    #[error("{0}")]
+    Usage(String),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Other(String),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("runq: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("runq: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Enqueue(a) => enqueue::run(&config, a).await,
+            Command::Job(a) => job::run(&config, a).await,
+            Command::Info(a) => info::run(&config, a).await,
+            Command::Bench(a) => bench::run(&config, a).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Usage(m)) => {
+            eprintln!("runq: {m}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("runq: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Connects to the RQ database, with a clear error when Redis does not answer.
+pub async fn connect(config: &Config) -> Result<redis::aio::MultiplexedConnection, CliError> {
+    Ok(runq_common::connect::ping(config, config.redis.db.rq).await?)
+}

@@ -1,0 +1,213 @@
+//! The launcher: turns a configuration into a running worker process — checks Redis,
+//! registers one RQ worker per slot, starts the fetcher, processors, heartbeat and
+//! command listener — and owns shutdown: first SIGTERM/SIGINT (or an RQ `shutdown`
+//! command) stops claiming and lets running jobs finish within the grace period; a
+//! second signal, or the grace running out, cancels them and returns them to a safe state.
+
+use crate::commands;
+use crate::fetch::Fetcher;
+use crate::heartbeat;
+use crate::processor::{self, ProcessorContext};
+use crate::registration::{self, Identity};
+use crate::shutdown::Shutdown;
+use crate::slots::Slots;
+use crate::tasks::Registry;
+use runq_common::config::{Config, QueueConfig};
+use runq_common::connect::{self, SharedConnection};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// Command-line choices that override the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerOptions {
+    /// Queues in priority order.
+    pub queues: Option<Vec<String>>,
+    pub concurrency: Option<usize>,
+    /// Exit when the queues are empty.
+    pub burst: bool,
+    /// Base worker name; slots are `<name>` (one slot) or `<name>-<n>`.
+    pub name: Option<String>,
+}
+
+/// Why the worker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Common(#[from] runq_common::Error),
+    #[error("there exists an active worker named {0} (its key has no `death` field); pick another --name")]
+    NameTaken(String),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Applies the command-line options to the configuration.
+pub fn apply_options(mut config: Config, opts: &WorkerOptions) -> runq_common::Result<Config> {
+    if let Some(queues) = &opts.queues {
+        config.queues = queues
+            .iter()
+            .map(|name| {
+                config
+                    .queues
+                    .iter()
+                    .find(|q| &q.name == name)
+                    .cloned()
+                    .unwrap_or_else(|| QueueConfig::named(name))
+            })
+            .collect();
+    }
+    if let Some(c) = opts.concurrency {
+        config.worker.concurrency = c;
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn slot_names(base: &str, n: usize) -> Vec<String> {
+    if n == 1 {
+        vec![base.to_string()]
+    } else {
+        (1..=n).map(|i| format!("{base}-{i}")).collect()
+    }
+}
+
+/// Runs the worker until it is told to stop (or, with `burst`, until the queues are empty).
+pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Result<(), LaunchError> {
+    let config = Arc::new(apply_options(config, &opts)?);
+    let keys = config.keys();
+    let queues = config.queue_names();
+    let mut probe = connect::ping(&config, config.redis.db.rq).await?;
+
+    let identity = Identity::discover(&mut probe, queues.clone()).await;
+    let base = opts
+        .name
+        .clone()
+        .unwrap_or_else(|| format!("runq.{}.{}", identity.hostname, identity.pid));
+    let slots = Arc::new(Slots::new(slot_names(&base, config.worker.concurrency)));
+    if let Some(taken) = registration::taken_names(&mut probe, &keys, &slots.names).await?.into_iter().next() {
+        return Err(LaunchError::NameTaken(taken));
+    }
+    let ttl = config.worker.heartbeat_secs * 3;
+    registration::register(&mut probe, &keys, &slots.names, &identity, ttl).await?;
+    tracing::info!(
+        workers = slots.len(),
+        queues = %queues.join(","),
+        name = %base,
+        burst = opts.burst,
+        "runq-worker {} started (pid {})",
+        env!("CARGO_PKG_VERSION"),
+        identity.pid
+    );
+
+    let shutdown = Shutdown::new();
+    let background = CancellationToken::new();
+    let redis = SharedConnection::new(connect::pool(&config, config.redis.db.rq, config.worker.concurrency + 4)?);
+
+    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+    let commands = tokio::spawn(commands::run(config.clone(), slots.clone(), shutdown.clone(), background.clone(), subscribed_tx));
+    let _ = tokio::time::timeout(Duration::from_secs(5), subscribed_rx).await;
+    let heartbeat = tokio::spawn(heartbeat::run(config.clone(), redis.clone(), slots.clone(), identity.clone(), background.clone()));
+
+    let signals = spawn_signal_handler(shutdown.clone())?;
+    let grace = spawn_grace_timer(config.clone(), redis.clone(), slots.clone(), shutdown.clone());
+
+    let (fetcher, handle) = Fetcher::new(config.clone(), redis.clone(), slots.clone(), shutdown.clone(), opts.burst);
+    let drained = fetcher.drained.clone();
+    let fetch_task = tokio::spawn(fetcher.run());
+    let ctx = Arc::new(ProcessorContext {
+        config: config.clone(),
+        redis: redis.clone(),
+        registry,
+        slots: slots.clone(),
+        shutdown: shutdown.clone(),
+    });
+    let mut processors = tokio::task::JoinSet::new();
+    for slot in 0..slots.len() {
+        processors.spawn(processor::run_slot(slot, ctx.clone(), handle.clone()));
+    }
+    drop(handle);
+    while let Some(r) = processors.join_next().await {
+        if let Err(e) = r {
+            tracing::error!(error = %e, "a slot ended abnormally");
+        }
+    }
+    let _ = fetch_task.await;
+    if drained.load(std::sync::atomic::Ordering::SeqCst) {
+        tracing::info!("queues are empty; burst mode done");
+    }
+    background.cancel();
+    signals.abort();
+    grace.abort();
+    let _ = heartbeat.await;
+    let _ = commands.await;
+    match redis.get().await {
+        Ok(mut conn) => {
+            if let Err(e) = registration::deregister(&mut conn, &keys, &slots.names, &queues).await {
+                tracing::warn!(error = %e, "could not deregister the workers; their keys expire on their own");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not deregister the workers; their keys expire on their own"),
+    }
+    tracing::info!("runq-worker stopped");
+    Ok(())
+}
+
+/// First SIGTERM/SIGINT: warm shutdown. A second one (at least 1 s later, as RQ does, to
+/// absorb duplicates from process managers): cold shutdown.
+fn spawn_signal_handler(shutdown: Shutdown) -> Result<tokio::task::JoinHandle<()>, LaunchError> {
+    let mut term = signal(SignalKind::terminate()).map_err(LaunchError::Signals)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(LaunchError::Signals)?;
+    Ok(tokio::spawn(async move {
+        let mut first: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            match first {
+                None if !shutdown.is_warm() => {
+                    tracing::info!("warm shutdown requested: finishing running jobs, taking no new ones");
+                    first = Some(Instant::now());
+                    shutdown.begin_warm();
+                }
+                None => {
+                    first = Some(Instant::now());
+                    tracing::info!("cold shutdown requested: cancelling running jobs");
+                    shutdown.begin_cold();
+                }
+                Some(t) if t.elapsed() >= Duration::from_secs(1) => {
+                    tracing::info!("cold shutdown requested: cancelling running jobs");
+                    shutdown.begin_cold();
+                }
+                Some(_) => tracing::debug!("ignoring a duplicate signal within 1 s of the first"),
+            }
+        }
+    }))
+}
+
+/// Once warm shutdown starts: mark busy workers as RQ does, then go cold when the grace
+/// period runs out.
+fn spawn_grace_timer(config: Arc<Config>, redis: SharedConnection, slots: Arc<Slots>, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        shutdown.warm().await;
+        let busy: Vec<String> = slots.running().iter().map(|(i, _)| slots.names[*i].clone()).collect();
+        if !busy.is_empty() {
+            if let Ok(mut conn) = redis.get().await {
+                let _ = registration::mark_shutdown_requested(&mut conn, &config.keys(), &busy).await;
+            }
+        }
+        let grace = Duration::from_secs(config.worker.shutdown_grace_secs);
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {
+                if slots.busy_count() > 0 {
+                    tracing::warn!("shutdown grace of {grace:?} ran out; cancelling running jobs");
+                }
+                shutdown.begin_cold();
+            }
+            _ = shutdown.cold() => {}
+        }
+    })
+}

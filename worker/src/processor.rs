@@ -1,0 +1,64 @@
+//! One execution slot's loop: ask the fetcher for a job, run it, record the outcome,
+//! repeat until the worker stops taking jobs.
+
+use crate::complete;
+use crate::execute::{execute, ExecContext, Outcome};
+use crate::fetch::FetchHandle;
+use crate::shutdown::Shutdown;
+use crate::slots::{Running, Slots, StopReason};
+use crate::tasks::Registry;
+use runq_common::config::{Config, InterruptedJobPolicy};
+use runq_common::connect::SharedConnection;
+use std::sync::Arc;
+
+/// What every processor of a process shares.
+pub struct ProcessorContext {
+    pub config: Arc<Config>,
+    pub redis: SharedConnection,
+    pub registry: Registry,
+    pub slots: Arc<Slots>,
+    pub shutdown: Shutdown,
+}
+
+/// Runs slot `slot` until the fetcher has no more jobs for it.
+pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandle) {
+    let worker = ctx.slots.names[slot].clone();
+    let exec_ctx = ExecContext {
+        registry: &ctx.registry,
+        default_timeout: ctx.config.worker.default_timeout,
+        requeue_on_shutdown: ctx.config.worker.interrupted_jobs == InterruptedJobPolicy::Requeue,
+    };
+    while let Some(job) = fetch.next(slot).await {
+        let running = Running::new(&job.id, &job.exec_id, &job.origin);
+        ctx.slots.set(slot, Some(running.clone()));
+        if ctx.shutdown.is_cold() {
+            running.stop(StopReason::Shutdown);
+        }
+        let cold = ctx.shutdown.clone();
+        let watcher = {
+            let running = running.clone();
+            tokio::spawn(async move {
+                cold.cold().await;
+                running.stop(StopReason::Shutdown);
+            })
+        };
+        tracing::debug!(worker = %worker, job = %job.id, queue = %job.origin, "job started");
+        let outcome = execute(&exec_ctx, &job, &running).await;
+        watcher.abort();
+        let done = complete::record(&ctx.redis, &ctx.config, &job, &worker, &outcome, &ctx.shutdown).await;
+        ctx.slots.set(slot, None);
+        fetch.release(&job.queue);
+        let secs = (chrono::Utc::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
+        match (&outcome, done.as_deref()) {
+            (Outcome::Success { .. }, Some(d)) => {
+                tracing::info!(worker = %worker, job = %job.id, queue = %job.origin, secs, "job {d}")
+            }
+            (Outcome::Failure { text, .. }, Some(d)) => {
+                tracing::warn!(worker = %worker, job = %job.id, queue = %job.origin, secs, error = %text, "job {d}")
+            }
+            (_, Some(d)) => tracing::warn!(worker = %worker, job = %job.id, queue = %job.origin, secs, "job {d}"),
+            (_, None) => {}
+        }
+    }
+    tracing::debug!(worker = %worker, "slot stopped");
+}
