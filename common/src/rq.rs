@@ -255,6 +255,9 @@ pub struct QueueCounts {
 
 /// Reads the counts of several queues in one pipelined round trip.
 pub async fn queue_counts<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: &Keys, queues: &[String]) -> Result<Vec<QueueCounts>> {
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut pipe = redis::pipe();
     for q in queues {
         pipe.llen(keys.queue(q))
