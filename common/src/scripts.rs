@@ -20,6 +20,16 @@ pub struct Scripts {
     pub heartbeat: Script,
     /// Save and enqueue / defer / schedule a job.
     pub enqueue: Script,
+    /// Per-queue maintenance: abandoned jobs, expired registry entries, dead workers.
+    pub maintenance: Script,
+    /// Scheduler tick: renew owned locks, move due jobs to their queues.
+    pub scheduler: Script,
+    /// Requeue failed jobs.
+    pub requeue: Script,
+    /// Cancel a job that has not started.
+    pub cancel: Script,
+    /// Empty a queue.
+    pub empty: Script,
 }
 
 /// The process-wide script set.
@@ -30,5 +40,10 @@ pub fn scripts() -> &'static Scripts {
         complete: with_prelude(include_str!("lua/complete.lua")),
         heartbeat: with_prelude(include_str!("lua/heartbeat.lua")),
         enqueue: with_prelude(include_str!("lua/enqueue.lua")),
+        maintenance: with_prelude(include_str!("lua/maintenance.lua")),
+        scheduler: with_prelude(include_str!("lua/scheduler.lua")),
+        requeue: with_prelude(include_str!("lua/requeue.lua")),
+        cancel: with_prelude(include_str!("lua/cancel.lua")),
+        empty: with_prelude(include_str!("lua/empty.lua")),
     })
 }

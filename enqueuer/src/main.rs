@@ -3,6 +3,7 @@
 
 mod args;
 mod bench;
+mod control;
 mod enqueue;
 mod info;
 mod job;
@@ -30,6 +31,28 @@ enum Command {
     Job(job::JobArgs),
     /// Queues with their counts and workers with their state, like `rq info`.
     Info(info::InfoArgs),
+    /// Put failed jobs back on their queues.
+    Requeue(control::RequeueArgs),
+    /// Cancel a job that has not started.
+    Cancel { id: String },
+    /// Delete every waiting job of a queue.
+    Empty { queue: String },
+    /// Stop all workers from taking jobs (sets rq:suspended).
+    Suspend {
+        /// Resume automatically after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Undo `suspend`.
+    Resume,
+    /// Stop a running job (it ends `stopped`, in the failed registry).
+    StopJob { id: String },
+    /// Ask a worker (or all) to shut down warm.
+    Shutdown {
+        worker: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
     /// Throughput benchmark: enqueue no-op jobs and run a burst worker over them.
     Bench(bench::BenchArgs),
 }
@@ -69,6 +92,13 @@ fn main() -> ExitCode {
             Command::Job(a) => job::run(&config, a).await,
             Command::Info(a) => info::run(&config, a).await,
             Command::Bench(a) => bench::run(&config, a).await,
+            Command::Requeue(a) => control::requeue(&config, a).await,
+            Command::Cancel { id } => control::cancel(&config, &id).await,
+            Command::Empty { queue } => control::empty(&config, &queue).await,
+            Command::Suspend { duration } => control::suspend(&config, duration).await,
+            Command::Resume => control::resume(&config).await,
+            Command::StopJob { id } => control::stop_job(&config, &id).await,
+            Command::Shutdown { worker, all } => control::shutdown(&config, worker.as_deref(), all).await,
         }
     });
     match result {

@@ -7,6 +7,8 @@
 use crate::commands;
 use crate::fetch::Fetcher;
 use crate::heartbeat;
+use crate::maintenance;
+use crate::scheduler;
 use crate::processor::{self, ProcessorContext};
 use crate::registration::{self, Identity};
 use crate::shutdown::Shutdown;
@@ -110,6 +112,12 @@ pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Res
     let commands = tokio::spawn(commands::run(config.clone(), slots.clone(), shutdown.clone(), background.clone(), subscribed_tx));
     let _ = tokio::time::timeout(Duration::from_secs(5), subscribed_rx).await;
     let heartbeat = tokio::spawn(heartbeat::run(config.clone(), redis.clone(), slots.clone(), identity.clone(), background.clone()));
+    let maintenance = tokio::spawn(maintenance::run(config.clone(), redis.clone(), background.clone()));
+    let scheduler = if config.worker.scheduler && !opts.burst {
+        Some(tokio::spawn(scheduler::run(config.clone(), redis.clone(), identity.clone(), background.clone())))
+    } else {
+        None
+    };
 
     let signals = spawn_signal_handler(shutdown.clone())?;
     let grace = spawn_grace_timer(config.clone(), redis.clone(), slots.clone(), shutdown.clone());
@@ -142,6 +150,10 @@ pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Res
     signals.abort();
     grace.abort();
     let _ = heartbeat.await;
+    let _ = maintenance.await;
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
     let _ = commands.await;
     match redis.get().await {
         Ok(mut conn) => {

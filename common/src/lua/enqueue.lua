@@ -13,7 +13,7 @@ local nf = tonumber(ARGV[fbase])
 local jk = k_job(id)
 local existing = redis.call('HGET', jk, 'status')
 if existing == 'queued' or existing == 'started' or existing == 'deferred' or existing == 'scheduled' then
-  return redis.error_reply('job ' .. id .. ' already exists with status ' .. existing)
+  return redis.error_reply('ERR job ' .. id .. ' already exists with status ' .. existing)
 end
 if existing then redis.call('DEL', jk) end
 redis.call('SADD', P .. ':queues', k_queue(q))
