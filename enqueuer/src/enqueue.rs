@@ -13,7 +13,14 @@ use serde_json::{Map, Value};
 #[derive(Args, Debug)]
 pub struct EnqueueArgs {
     /// Dotted function name, e.g. `runq.tasks.echo` or `mymod.add`.
-    pub func: String,
+    #[arg(required_unless_present = "file")]
+    pub func: Option<String>,
+    /// Enqueue one job per line of this JSON Lines file (`-` = stdin); see `batch`.
+    #[arg(long, conflicts_with = "func")]
+    pub file: Option<std::path::PathBuf>,
+    /// With --file: enqueue nothing if any line is bad.
+    #[arg(long, requires = "file")]
+    pub strict: bool,
     /// Positional arguments, each parsed as JSON (a bare word is a string).
     #[arg(allow_negative_numbers = true)]
     pub args: Vec<String>,
@@ -76,13 +83,14 @@ pub fn build(config: &Config, a: &EnqueueArgs) -> Result<NewJob, CliError> {
         let (k, v) = args::kwarg(kv)?;
         kwargs.insert(k, v);
     }
+    let func = a.func.clone().unwrap_or_default();
     let call = JobCall {
-        func_name: a.func.clone(),
+        func_name: func.clone(),
         args: a.args.iter().map(|s| args::json_or_string(s)).collect(),
         kwargs,
     };
-    if a.func.is_empty() || a.func.contains(char::is_whitespace) {
-        return Err(CliError::Usage(format!("function name `{}` is not a dotted name", a.func)));
+    if func.is_empty() || func.contains(char::is_whitespace) {
+        return Err(CliError::Usage(format!("function name `{func}` is not a dotted name")));
     }
     let mut job = NewJob::new(&a.queue, call, serializer);
     if let Some(id) = &a.job_id {
@@ -133,10 +141,13 @@ pub fn build(config: &Config, a: &EnqueueArgs) -> Result<NewJob, CliError> {
 }
 
 pub async fn run(config: &Config, a: EnqueueArgs) -> Result<(), CliError> {
+    if let Some(path) = &a.file {
+        return crate::batch::run(config, path, a.strict).await;
+    }
     let job = build(config, &a)?;
     let mut conn = crate::connect(config).await?;
     let status = rq::enqueue(&mut conn, &config.keys(), &job).await?;
-    println!("{status}: {} on queue {} ({})", a.func, job.queue, job.serializer);
+    println!("{status}: {} on queue {} ({})", job.call.func_name, job.queue, job.serializer);
     println!("{}", job.id);
     Ok(())
 }

@@ -14,6 +14,9 @@ pub struct InfoArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Redraw in place every SECONDS (default 2) until interrupted.
+    #[arg(long, num_args = 0..=1, default_missing_value = "2", value_name = "SECONDS")]
+    pub watch: Option<f64>,
 }
 
 pub struct Snapshot {
@@ -69,6 +72,17 @@ pub fn render(s: &Snapshot) -> String {
 
 pub async fn run(config: &Config, a: InfoArgs) -> Result<(), CliError> {
     let mut conn = crate::connect(config).await?;
+    if let Some(every) = a.watch {
+        let every = std::time::Duration::from_secs_f64(every.max(0.2));
+        loop {
+            let s = snapshot(config, &mut conn, &a.queues).await?;
+            // Clear the screen and home the cursor, then draw.
+            print!("\x1b[2J\x1b[H{}\nUpdated: {}\n", render(&s), chrono::Utc::now().format("%Y-%m-%d %H:%M:%S"));
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            tokio::time::sleep(every).await;
+        }
+    }
     let s = snapshot(config, &mut conn, &a.queues).await?;
     if a.json {
         let queues: Vec<_> = s.queues.iter().map(|(n, c)| json!({"name": n, "counts": c})).collect();

@@ -2,6 +2,7 @@
 //! Every failure prints one line naming what went wrong and exits non-zero.
 
 mod args;
+mod batch;
 mod bench;
 mod control;
 mod enqueue;
