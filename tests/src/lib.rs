@@ -1,1 +1,695 @@
-//! placeholder
+//! Test harness for runq's integration tests: a private `redis-server` per test, the
+//! `runq-worker` and `runq` binaries from the cargo target directory, and Python RQ
+//! (3.0.0 and 1.16.2) from the virtualenvs `scripts/setup-python.sh` creates.
+//!
+//! Every wait is bounded ([`WAIT`]) and polls; nothing asserts on speed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub use redis::Commands;
+
+/// The longest any test waits for something to happen.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// Root of the repository (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `contrib/python`: the Python modules (`runq.tasks`, `mymod`) Python workers import.
+pub fn python_dir() -> PathBuf {
+    repo_root().join("contrib/python")
+}
+
+/// A binary of the workspace, next to the test executable's `deps` directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // <target>/debug/deps/<test>-<hash>  ->  <target>/debug/<name>
+    let dir = exe
+        .parent()
+        .and_then(|deps| {
+            if deps.ends_with("deps") {
+                deps.parent()
+            } else {
+                Some(deps)
+            }
+        })
+        .expect("test executable has a directory");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} not found: run `cargo build --workspace` first",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most [`WAIT`].
+pub fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {WAIT:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls until `check` is true, for at most [`WAIT`].
+pub fn wait_until(what: &str, mut check: impl FnMut() -> bool) {
+    wait_for(what, || check().then_some(()))
+}
+
+/// Removes Python-style common indentation, so snippets can be indented in Rust code.
+pub fn dedent(text: &str) -> String {
+    let indent = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    text.lines()
+        .map(|l| {
+            if l.len() >= indent {
+                &l[indent..]
+            } else {
+                l.trim_start()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+// ---------------------------------------------------------------------------------------
+// Temporary directories
+
+/// A directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!(
+            "runq-tests-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Processes
+
+fn send_signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill(2) with a pid this harness spawned and still owns (not yet reaped).
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return Some(s);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (never 6379).
+pub fn free_port() -> u16 {
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local_addr").port();
+        if port != 6379 {
+            return port;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Redis
+
+/// A private `redis-server` on a free port, killed on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    _dir: TempDir,
+}
+
+impl RedisServer {
+    /// Starts a server and waits until it answers PING.
+    pub fn start() -> RedisServer {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let dir = TempDir::new("redis");
+            let port = free_port();
+            let log = File::create(dir.path().join("redis.log")).expect("redis log file");
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .args(["--daemonize", "no"])
+                .args(["--loglevel", "warning"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::from(log.try_clone().expect("dup log")))
+                .stderr(Stdio::from(log))
+                .spawn()
+                .expect("cannot run redis-server: is it installed and on PATH?");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(status) = child.try_wait().expect("try_wait") {
+                    last_error = format!(
+                        "redis-server on port {port} exited with {status}: {}",
+                        std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default()
+                    );
+                    break;
+                }
+                if ping(port) {
+                    return RedisServer {
+                        child,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    last_error = format!("redis-server on port {port} did not answer PING");
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start redis-server: {last_error}");
+    }
+
+    /// The base URL (no DB): what `REDIS_URL` gets.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The URL of RQ's database (9), for `rq info --url`.
+    pub fn rq_url(&self) -> String {
+        format!("{}/9", self.url())
+    }
+
+    /// A connection to DB 9.
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.rq_url())
+            .expect("redis client")
+            .get_connection()
+            .expect("connect to the test redis")
+    }
+
+    /// Stops the server process (SIGSTOP): clients block until [`resume`](Self::resume).
+    pub fn pause(&self) {
+        send_signal(self.child.id(), libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        send_signal(self.child.id(), libc::SIGCONT);
+    }
+
+    // --- reading RQ state -----------------------------------------------------------
+
+    pub fn hget(&self, key: &str, field: &str) -> Option<String> {
+        self.conn().hget(key, field).expect("HGET")
+    }
+
+    pub fn hgetall(&self, key: &str) -> HashMap<String, Vec<u8>> {
+        self.conn().hgetall(key).expect("HGETALL")
+    }
+
+    /// A job's `status` field.
+    pub fn status(&self, id: &str) -> Option<String> {
+        self.hget(&format!("rq:job:{id}"), "status")
+    }
+
+    /// Waits until the job has `status`.
+    pub fn wait_status(&self, id: &str, status: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let now = self.status(id);
+            if now.as_deref() == Some(status) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {id}: status is {now:?} after {WAIT:?}, expected `{status}`"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn lrange(&self, key: &str) -> Vec<String> {
+        self.conn().lrange(key, 0, -1).expect("LRANGE")
+    }
+
+    pub fn smembers(&self, key: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.conn().smembers(key).expect("SMEMBERS");
+        v.sort();
+        v
+    }
+
+    /// A sorted set's members with scores (as text, so `inf` survives).
+    pub fn zrange(&self, key: &str) -> Vec<(String, f64)> {
+        self.conn().zrange_withscores(key, 0, -1).expect("ZRANGE")
+    }
+
+    pub fn zmembers(&self, key: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.zrange(key).into_iter().map(|(m, _)| m).collect();
+        v.sort();
+        v
+    }
+
+    pub fn exists(&self, key: &str) -> bool {
+        self.conn().exists(key).expect("EXISTS")
+    }
+
+    pub fn ttl(&self, key: &str) -> i64 {
+        self.conn().ttl(key).expect("TTL")
+    }
+
+    /// Redis server time in whole seconds.
+    pub fn now_secs(&self) -> i64 {
+        let (secs, _): (i64, i64) = redis::cmd("TIME").query(&mut self.conn()).expect("TIME");
+        secs
+    }
+
+    /// Every entry of `rq:results:<id>`, oldest first, as field maps.
+    pub fn results(&self, id: &str) -> Vec<HashMap<String, Vec<u8>>> {
+        let reply: redis::streams::StreamRangeReply = self
+            .conn()
+            .xrange_all(format!("rq:results:{id}"))
+            .expect("XRANGE");
+        reply
+            .ids
+            .into_iter()
+            .map(|e| {
+                e.map
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            redis::from_redis_value_ref::<Vec<u8>>(v).expect("bytes"),
+                        )
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The failure text of a results-stream entry (`exc_string` decoded).
+    pub fn exc_text(entry: &HashMap<String, Vec<u8>>) -> String {
+        runq_common::results::decode_exc_string(
+            entry.get("exc_string").expect("entry has exc_string"),
+        )
+        .expect("exc_string decodes")
+    }
+
+    /// Waits until `rq:worker:<name>` is registered in `rq:workers`.
+    pub fn wait_worker(&self, name: &str) {
+        let key = format!("rq:worker:{name}");
+        wait_until(&format!("worker {name} to register"), || {
+            self.smembers("rq:workers").contains(&key)
+        });
+    }
+}
+
+fn ping(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// runq CLI
+
+/// A finished command.
+#[derive(Debug)]
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    fn from(o: std::process::Output) -> Output {
+        Output {
+            status: o.status,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns self.
+    pub fn ok(self, what: &str) -> Output {
+        assert!(
+            self.status.success(),
+            "{what} failed with {}\nstdout:\n{}\nstderr:\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn last_line(&self) -> &str {
+        self.stdout.lines().last().unwrap_or("").trim()
+    }
+}
+
+fn clean_env(cmd: &mut Command) -> &mut Command {
+    for k in [
+        "REDIS_URL",
+        "RQ_REDIS_URL",
+        "REDIS_HOST",
+        "REDIS_PORT",
+        "REDIS_PASSWORD",
+        "REDIS_USERNAME",
+        "RQ_KEY_PREFIX",
+        "RUNQ_CONFIG",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd
+}
+
+/// Runs `runq ARGS` against `redis_url` (a base URL, for REDIS_URL).
+pub fn runq_at(redis_url: &str, args: &[&str]) -> Output {
+    let out = clean_env(&mut Command::new(bin("runq")))
+        .args(args)
+        .env("REDIS_URL", redis_url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run runq");
+    Output::from(out)
+}
+
+/// Runs `runq ARGS` against the test Redis.
+pub fn runq(redis: &RedisServer, args: &[&str]) -> Output {
+    runq_at(&redis.url(), args)
+}
+
+/// `runq enqueue ARGS`; returns the job id (the last line).
+pub fn enqueue(redis: &RedisServer, args: &[&str]) -> String {
+    let mut full = vec!["enqueue"];
+    full.extend_from_slice(args);
+    let out = runq(redis, &full).ok(&format!("runq {}", full.join(" ")));
+    let id = out.last_line().to_string();
+    assert!(
+        !id.is_empty() && !id.contains(char::is_whitespace),
+        "runq enqueue printed no job id on its last line:\n{}",
+        out.stdout
+    );
+    id
+}
+
+/// `runq job ID --json`, parsed.
+pub fn job_json(redis: &RedisServer, id: &str) -> serde_json::Value {
+    let out = runq(redis, &["job", id, "--json"]).ok("runq job --json");
+    serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("runq job --json is not JSON ({e}):\n{}", out.stdout))
+}
+
+// ---------------------------------------------------------------------------------------
+// runq-worker
+
+/// How to start a `runq-worker`.
+pub struct WorkerCmd<'a> {
+    redis: &'a RedisServer,
+    args: Vec<String>,
+    config: String,
+}
+
+impl<'a> WorkerCmd<'a> {
+    pub fn new(redis: &'a RedisServer) -> Self {
+        WorkerCmd {
+            redis,
+            args: Vec::new(),
+            config: String::new(),
+        }
+    }
+
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|s| s.to_string()));
+        self
+    }
+
+    /// TOML for the worker's config file (REDIS_URL still picks the server).
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = dedent(toml);
+        self
+    }
+
+    pub fn spawn(self) -> Worker {
+        let dir = TempDir::new("worker");
+        let config = dir.path().join("queues.toml");
+        std::fs::write(&config, &self.config).expect("write worker config");
+        let stdout = dir.path().join("stdout.log");
+        let stderr = dir.path().join("stderr.log");
+        let child = clean_env(&mut Command::new(bin("runq-worker")))
+            .arg("--config")
+            .arg(&config)
+            .args(&self.args)
+            .env("REDIS_URL", self.redis.url())
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(File::create(&stdout).expect("worker stdout"))
+            .stderr(File::create(&stderr).expect("worker stderr"))
+            .spawn()
+            .expect("run runq-worker");
+        Worker {
+            child,
+            status: None,
+            stdout,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// Spawns, waits for the exit, asserts exit code 0, returns the logs.
+    pub fn run_burst(self) -> String {
+        let mut w = self.args(&["--burst"]).spawn();
+        let code = w.wait_exit();
+        assert_eq!(
+            code,
+            Some(0),
+            "runq-worker --burst exited with {code:?}\n{}",
+            w.logs()
+        );
+        w.logs()
+    }
+}
+
+/// A running (or exited) `runq-worker`; SIGKILLed on drop if still running.
+pub struct Worker {
+    child: Child,
+    status: Option<ExitStatus>,
+    stdout: PathBuf,
+    stderr: PathBuf,
+    _dir: TempDir,
+}
+
+impl Worker {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn sigterm(&self) {
+        assert!(self.status.is_none(), "worker already exited");
+        send_signal(self.pid(), libc::SIGTERM);
+    }
+
+    pub fn kill9(&mut self) {
+        send_signal(self.pid(), libc::SIGKILL);
+        self.status = wait_child(&mut self.child, WAIT);
+        assert!(self.status.is_some(), "worker survived SIGKILL");
+    }
+
+    /// Waits (bounded) for the process to exit; returns its exit code (`None` if killed
+    /// by a signal). Panics with the logs if it does not exit.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        if self.status.is_none() {
+            self.status = wait_child(&mut self.child, WAIT);
+        }
+        match self.status {
+            Some(s) => s.code(),
+            None => panic!("runq-worker did not exit within {WAIT:?}\n{}", self.logs()),
+        }
+    }
+
+    /// True while the process runs.
+    pub fn running(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().expect("try_wait");
+        }
+        self.status.is_none()
+    }
+
+    /// stdout then stderr.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- runq-worker stdout ---\n{}\n--- runq-worker stderr ---\n{}",
+            std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        )
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.status.is_none() && self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Python RQ
+
+/// Which Python RQ to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Py {
+    /// rq 3.0.0 (`.venv/rq3`, or `RUNQ_PY_RQ3`).
+    Rq3,
+    /// rq 1.16.2 (`.venv/rq116`, or `RUNQ_PY_RQ116`).
+    Rq116,
+}
+
+impl Py {
+    /// The interpreter of the venv.
+    pub fn python(self) -> PathBuf {
+        let (var, dir) = match self {
+            Py::Rq3 => ("RUNQ_PY_RQ3", "rq3"),
+            Py::Rq116 => ("RUNQ_PY_RQ116", "rq116"),
+        };
+        let path = std::env::var_os(var)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".venv").join(dir).join("bin/python"));
+        assert!(
+            path.exists(),
+            "{} not found: run scripts/setup-python.sh (or set {var})",
+            path.display()
+        );
+        path
+    }
+
+    /// A console script (`rq`) of the same venv.
+    pub fn script(self, name: &str) -> PathBuf {
+        let path = self.python().with_file_name(name);
+        assert!(
+            path.exists(),
+            "{} not found: run scripts/setup-python.sh",
+            path.display()
+        );
+        path
+    }
+}
+
+/// Lines every snippet starts with: `conn` (DB 9 of the test Redis) and `out(value)`,
+/// which prints JSON on one line.
+const PRELUDE: &str = "\
+import json, os, sys
+import redis
+conn = redis.Redis(host='127.0.0.1', port=int(os.environ['RUNQ_TEST_REDIS_PORT']), db=9)
+def out(value):
+    print(json.dumps(value, default=str, sort_keys=True))
+    sys.stdout.flush()
+";
+
+fn python_command(redis: &RedisServer, program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    clean_env(&mut cmd)
+        .current_dir(python_dir())
+        .env("PYTHONPATH", python_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env("RUNQ_TEST_REDIS_PORT", redis.port.to_string())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs a Python snippet (dedented, after [`PRELUDE`]); asserts it succeeds; returns stdout.
+pub fn python(py: Py, redis: &RedisServer, code: &str) -> String {
+    let script = format!("{PRELUDE}{}\n", dedent(code));
+    let out = python_command(redis, &py.python())
+        .arg("-c")
+        .arg(&script)
+        .output()
+        .expect("run python");
+    let out = Output::from(out);
+    assert!(
+        out.status.success(),
+        "{py:?} python snippet failed with {}\n--- script ---\n{script}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// Runs a snippet and parses the last stdout line as JSON (what `out(...)` printed).
+pub fn python_json(py: Py, redis: &RedisServer, code: &str) -> serde_json::Value {
+    let stdout = python(py, redis, code);
+    let last = stdout.lines().last().unwrap_or("");
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("python printed no JSON last line ({e}):\n{stdout}"))
+}
+
+/// Runs a console script of the venv (`rq info ...`, `rq worker ...`) with cwd and
+/// PYTHONPATH at contrib/python. Does not assert success.
+pub fn py_cli(py: Py, redis: &RedisServer, script: &str, args: &[&str]) -> Output {
+    let out = python_command(redis, &py.script(script))
+        .args(args)
+        .output()
+        .expect("run python console script");
+    Output::from(out)
+}
