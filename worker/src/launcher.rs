@@ -137,6 +137,10 @@ pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Res
         processors.spawn(processor::run_slot(slot, ctx.clone(), handle.clone()));
     }
     drop(handle);
+    let notifier = crate::notify::Notifier::from_env();
+    notifier.ready();
+    notifier.status(&format!("{} slots on {}", slots.len(), queues.join(",")));
+    let watchdog = tokio::spawn(watchdog(notifier.clone(), redis.clone(), shutdown.clone(), background.clone()));
     while let Some(r) = processors.join_next().await {
         if let Err(e) = r {
             tracing::error!(error = %e, "a slot ended abnormally");
@@ -147,6 +151,7 @@ pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Res
         tracing::info!("queues are empty; burst mode done");
     }
     background.cancel();
+    let _ = watchdog.await;
     signals.abort();
     grace.abort();
     let _ = heartbeat.await;
@@ -222,4 +227,36 @@ fn spawn_grace_timer(config: Arc<Config>, redis: SharedConnection, slots: Arc<Sl
             _ = shutdown.cold() => {}
         }
     })
+}
+
+/// systemd watchdog: pings only while Redis answers on the worker's shared connection;
+/// sends STOPPING once shutdown begins (and keeps pinging through the drain).
+async fn watchdog(notifier: crate::notify::Notifier, redis: SharedConnection, shutdown: Shutdown, stop: CancellationToken) {
+    let every = notifier.watchdog_interval();
+    let mut stopping_sent = false;
+    loop {
+        let tick = every.unwrap_or(Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep(tick) => {}
+            _ = shutdown.warm(), if !stopping_sent => {
+                notifier.stopping();
+                stopping_sent = true;
+                continue;
+            }
+            _ = stop.cancelled() => return,
+        }
+        if every.is_none() {
+            continue;
+        }
+        let healthy = match redis.get().await {
+            Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
+            Err(_) => false,
+        };
+        if healthy {
+            notifier.watchdog();
+        } else {
+            tracing::warn!("Redis does not answer; withholding the systemd watchdog ping");
+            redis.reset().await;
+        }
+    }
 }
