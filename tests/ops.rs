@@ -1,0 +1,198 @@
+//! Operating runq: the systemd notify protocol against a fake NOTIFY_SOCKET, batch
+//! enqueue of 100,000 jobs with a malformed line, and a Redis that requires a password.
+
+use runq_tests::{bin, free_port, wait_until, RedisServer, TempDir};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn notify_protocol_ready_watchdog_stopping_in_order() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("notify");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind fake NOTIFY_SOCKET");
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut child = Command::new(bin("runq-worker"))
+        .args(["--name", "notified", "--concurrency", "1"])
+        .env("REDIS_URL", redis.url())
+        .env("NOTIFY_SOCKET", &sock_path)
+        // 2 s watchdog: the worker pings every second while Redis answers.
+        .env("WATCHDOG_USEC", "2000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn runq-worker");
+    let mut seen: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut sent_term = false;
+    while Instant::now() < deadline {
+        let n = match sock.recv(&mut buf) {
+            Ok(n) => n,
+            Err(_) => break,
+        };
+        let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+        for line in msg.lines() {
+            if ["READY=1", "WATCHDOG=1", "STOPPING=1"].contains(&line) {
+                seen.push(line.to_string());
+            }
+        }
+        if !sent_term && seen.iter().filter(|m| *m == "WATCHDOG=1").count() >= 2 {
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            sent_term = true;
+        }
+        if seen.last().map(String::as_str) == Some("STOPPING=1") {
+            break;
+        }
+    }
+    let status = child.wait().expect("worker exit");
+    assert!(status.success(), "worker exited with {status:?}");
+    assert_eq!(
+        seen.first().map(String::as_str),
+        Some("READY=1"),
+        "{seen:?}"
+    );
+    let stopping = seen
+        .iter()
+        .position(|m| m == "STOPPING=1")
+        .expect("STOPPING=1 sent");
+    let watchdogs = seen[1..stopping]
+        .iter()
+        .filter(|m| *m == "WATCHDOG=1")
+        .count();
+    assert!(
+        watchdogs >= 2,
+        "expected WATCHDOG=1 pings between READY and STOPPING: {seen:?}"
+    );
+}
+
+#[test]
+fn batch_enqueue_100k_with_a_malformed_line() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("batch");
+    let path = dir.path().join("jobs.jsonl");
+    let mut text = String::with_capacity(100_001 * 64);
+    for i in 0..100_000 {
+        if i == 4242 {
+            text.push_str("{\"func\": \"runq.tasks.noop\", \"args\": [1\n");
+        }
+        text.push_str(&format!(
+            "{{\"func\": \"runq.tasks.noop\", \"args\": [{i}], \"queue\": \"bulk\"}}\n"
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(bin("runq"))
+        .args(["enqueue", "--file"])
+        .arg(&path)
+        .env("REDIS_URL", redis.url())
+        .output()
+        .expect("run runq enqueue --file");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a bad line makes the exit non-zero\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("jobs.jsonl:4243:"),
+        "bad line reported with its number: {stderr}"
+    );
+    assert!(stdout.contains("enqueued 100000 jobs"), "{stdout}");
+    let mut conn = redis.conn();
+    let len: i64 = redis::cmd("LLEN")
+        .arg("rq:queue:bulk")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(len, 100_000);
+    eprintln!("batch enqueue: {}", stdout.trim());
+
+    // --strict refuses the whole file and enqueues nothing.
+    let out = Command::new(bin("runq"))
+        .args(["enqueue", "--strict", "--file"])
+        .arg(&path)
+        .env("REDIS_URL", redis.url())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let len: i64 = redis::cmd("LLEN")
+        .arg("rq:queue:bulk")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(len, 100_000, "--strict enqueued nothing more");
+}
+
+#[test]
+fn worker_and_cli_authenticate_with_a_password() {
+    let port = free_port();
+    let dir = TempDir::new("auth");
+    let mut server = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            "s3cr3t",
+        ])
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-server");
+    let url = format!("redis://127.0.0.1:{port}");
+    wait_until("password redis up", || {
+        Command::new("redis-cli")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-a",
+                "s3cr3t",
+                "--no-auth-warning",
+                "ping",
+            ])
+            .output()
+            .map(|o| o.stdout.starts_with(b"PONG"))
+            .unwrap_or(false)
+    });
+    let denied = Command::new(bin("runq"))
+        .args(["info"])
+        .env("REDIS_URL", &url)
+        .env_remove("REDIS_PASSWORD")
+        .output()
+        .unwrap();
+    assert!(!denied.status.success(), "no password: refused");
+    let run = |args: &[&str]| {
+        Command::new(bin("runq"))
+            .args(args)
+            .env("REDIS_URL", &url)
+            .env("REDIS_PASSWORD", "s3cr3t")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["enqueue", "runq.tasks.echo", "7", "--job-id", "authjob"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let w = Command::new(bin("runq-worker"))
+        .args(["--burst"])
+        .env("REDIS_URL", &url)
+        .env("REDIS_PASSWORD", "s3cr3t")
+        .output()
+        .unwrap();
+    assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    let out = run(&["job", "authjob", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "finished");
+    assert_eq!(
+        v["return_value"],
+        serde_json::json!({"args": [7], "kwargs": {}})
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
