@@ -303,10 +303,16 @@ impl Config {
             }
         };
         if self.worker.concurrency == 0 {
-            return Err(fail("concurrency", "worker.concurrency must be at least 1".into()));
+            return Err(fail(
+                "concurrency",
+                "worker.concurrency must be at least 1".into(),
+            ));
         }
         if self.worker.heartbeat_secs == 0 {
-            return Err(fail("heartbeat_secs", "worker.heartbeat_secs must be at least 1".into()));
+            return Err(fail(
+                "heartbeat_secs",
+                "worker.heartbeat_secs must be at least 1".into(),
+            ));
         }
         if self.worker.default_timeout == 0 || self.worker.default_timeout < -1 {
             return Err(fail(
@@ -315,33 +321,45 @@ impl Config {
             ));
         }
         if !matches!(self.worker.log_format.as_str(), "text" | "json") {
-            return Err(fail("log_format", format!(
-                "worker.log_format must be `text` or `json`, not `{}`",
-                self.worker.log_format
-            )));
+            return Err(fail(
+                "log_format",
+                format!(
+                    "worker.log_format must be `text` or `json`, not `{}`",
+                    self.worker.log_format
+                ),
+            ));
         }
         if !valid_prefix(&self.redis.prefix) {
-            return Err(fail("prefix", format!(
-                "redis.prefix `{}` may only hold [A-Za-z0-9_.:{{}}-]",
-                self.redis.prefix
-            )));
+            return Err(fail(
+                "prefix",
+                format!(
+                    "redis.prefix `{}` may only hold [A-Za-z0-9_.:{{}}-]",
+                    self.redis.prefix
+                ),
+            ));
         }
         if self.queues.is_empty() {
-            return Err(fail("queues", "at least one [[queues]] entry is needed".into()));
+            return Err(fail(
+                "queues",
+                "at least one [[queues]] entry is needed".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for q in &self.queues {
             if !valid_name(&q.name) {
-                return Err(fail(&q.name, format!(
-                    "queue name `{}` may only hold [A-Za-z0-9_.-]",
-                    q.name
-                )));
+                return Err(fail(
+                    &q.name,
+                    format!("queue name `{}` may only hold [A-Za-z0-9_.-]", q.name),
+                ));
             }
             if !seen.insert(&q.name) {
                 return Err(fail(&q.name, format!("queue `{}` is listed twice", q.name)));
             }
             if q.concurrency == Some(0) {
-                return Err(fail(&q.name, format!("queue `{}`: concurrency must be at least 1", q.name)));
+                return Err(fail(
+                    &q.name,
+                    format!("queue `{}`: concurrency must be at least 1", q.name),
+                ));
             }
         }
         for (name, task) in &self.tasks {
@@ -434,7 +452,9 @@ mod tests {
     #[test]
     fn bad_value_names_file_line_and_field() {
         let text = "[worker]\nconcurrency = \"many\"\n";
-        let err = Config::from_toml(text, Path::new("q.toml")).unwrap_err().to_string();
+        let err = Config::from_toml(text, Path::new("q.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("q.toml:2:"), "{err}");
         assert!(err.contains("concurrency"), "{err}");
     }
@@ -442,22 +462,34 @@ mod tests {
     #[test]
     fn unknown_field_is_refused() {
         let text = "[worker]\nconcurency = 3\n";
-        let err = Config::from_toml(text, Path::new("q.toml")).unwrap_err().to_string();
-        assert!(err.contains("q.toml:2") && err.contains("concurency"), "{err}");
+        let err = Config::from_toml(text, Path::new("q.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("q.toml:2") && err.contains("concurency"),
+            "{err}"
+        );
     }
 
     #[test]
     fn semantic_error_names_line() {
         let text = "[worker]\nheartbeat_secs = 5\nconcurrency = 0\n";
-        let err = Config::from_toml(text, Path::new("q.toml")).unwrap_err().to_string();
+        let err = Config::from_toml(text, Path::new("q.toml"))
+            .unwrap_err()
+            .to_string();
         assert_eq!(err, "q.toml:3: worker.concurrency must be at least 1");
     }
 
     #[test]
     fn misconfigured_task_is_named() {
         let text = "[tasks.\"a.b\"]\nhandler = \"exec\"\n";
-        let err = Config::from_toml(text, Path::new("q.toml")).unwrap_err().to_string();
-        assert!(err.contains("task `a.b`") && err.contains("command"), "{err}");
+        let err = Config::from_toml(text, Path::new("q.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("task `a.b`") && err.contains("command"),
+            "{err}"
+        );
     }
 
     #[test]

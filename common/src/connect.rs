@@ -4,15 +4,22 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use redis::{self, aio::MultiplexedConnection, AsyncConnectionConfig, Client};
 use deadpool_redis::{Manager, Pool, Runtime};
+use redis::{self, aio::MultiplexedConnection, AsyncConnectionConfig, Client};
 use std::time::Duration;
 
 /// Replaces the DB path segment of `base` and injects credentials the URL lacks.
-pub fn url_with_db(base: &str, db: u16, username: Option<&str>, password: Option<&str>) -> Result<String> {
-    let (scheme, rest) = base
-        .split_once("://")
-        .ok_or_else(|| Error::Config(format!("redis url `{base}` has no scheme (redis:// or rediss://)")))?;
+pub fn url_with_db(
+    base: &str,
+    db: u16,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<String> {
+    let (scheme, rest) = base.split_once("://").ok_or_else(|| {
+        Error::Config(format!(
+            "redis url `{base}` has no scheme (redis:// or rediss://)"
+        ))
+    })?;
     if !matches!(scheme, "redis" | "rediss") {
         return Err(Error::Config(format!(
             "redis url `{base}`: scheme must be redis:// or rediss://"
@@ -92,10 +99,13 @@ pub fn client(config: &Config, db: u16) -> Result<(Client, String)> {
 /// A pool of multiplexed connections to one logical database.
 pub fn pool(config: &Config, db: u16, max_size: usize) -> Result<Pool> {
     let (_, url) = client(config, db)?;
-    let manager = Manager::new_with_config(url.as_str(), connection_config()).map_err(|source| Error::Redis {
-        url: redacted(&url),
-        source,
-    })?;
+    let manager =
+        Manager::new_with_config(url.as_str(), connection_config()).map_err(|source| {
+            Error::Redis {
+                url: redacted(&url),
+                source,
+            }
+        })?;
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
@@ -120,10 +130,13 @@ pub async fn dedicated(config: &Config, db: u16) -> Result<MultiplexedConnection
 /// A pub/sub connection.
 pub async fn pubsub(config: &Config, db: u16) -> Result<redis::aio::PubSub> {
     let (client, url) = client(config, db)?;
-    client.get_async_pubsub().await.map_err(|source| Error::Redis {
-        url: redacted(&url),
-        source,
-    })
+    client
+        .get_async_pubsub()
+        .await
+        .map_err(|source| Error::Redis {
+            url: redacted(&url),
+            source,
+        })
 }
 
 /// Checks that Redis answers, with an error naming the (redacted) URL.
@@ -146,8 +159,14 @@ mod tests {
 
     #[test]
     fn db_segment_is_replaced() {
-        assert_eq!(url_with_db("redis://h:1/3", 9, None, None).unwrap(), "redis://h:1/9");
-        assert_eq!(url_with_db("redis://h:1", 0, None, Some("p@ss")).unwrap(), "redis://:p%40ss@h:1/0");
+        assert_eq!(
+            url_with_db("redis://h:1/3", 9, None, None).unwrap(),
+            "redis://h:1/9"
+        );
+        assert_eq!(
+            url_with_db("redis://h:1", 0, None, Some("p@ss")).unwrap(),
+            "redis://:p%40ss@h:1/0"
+        );
         assert_eq!(
             url_with_db("rediss://u:p@h/2?x=1", 9, None, Some("other")).unwrap(),
             "rediss://u:p@h/9?x=1"

@@ -59,7 +59,11 @@ pub fn py_repr(v: &Value) -> String {
 }
 
 fn py_str_repr(s: &str) -> String {
-    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(s.len() + 2);
     out.push(quote);
     for c in s.chars() {
@@ -72,7 +76,9 @@ fn py_str_repr(s: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32))
+            }
             c => out.push(c),
         }
     }
@@ -89,11 +95,18 @@ mod tests {
     fn matches_rq_call_strings() {
         let kw = json!({"k": [1, 2]});
         assert_eq!(
-            call_string("mymod.echo", &[json!(1), json!("x")], kw.as_object().unwrap()),
+            call_string(
+                "mymod.echo",
+                &[json!(1), json!("x")],
+                kw.as_object().unwrap()
+            ),
             "mymod.echo(1, 'x', k=[1, 2])"
         );
         assert_eq!(call_string("mymod.fail", &[], &Map::new()), "mymod.fail()");
-        assert_eq!(py_repr(&json!({"a": null, "b": true, "c": 1.0})), "{'a': None, 'b': True, 'c': 1.0}");
+        assert_eq!(
+            py_repr(&json!({"a": null, "b": true, "c": 1.0})),
+            "{'a': None, 'b': True, 'c': 1.0}"
+        );
         assert_eq!(py_repr(&json!("it's")), "\"it's\"");
     }
 

@@ -181,8 +181,12 @@ impl JobHash {
     pub fn retry_intervals(&self) -> Result<Vec<i64>> {
         match self.text_nonempty("retry_intervals")? {
             None => Ok(Vec::new()),
-            Some(s) => serde_json::from_str(s)
-                .map_err(|_| self.err("retry_intervals", format!("`{s}` is not a JSON list of integers"))),
+            Some(s) => serde_json::from_str(s).map_err(|_| {
+                self.err(
+                    "retry_intervals",
+                    format!("`{s}` is not a JSON list of integers"),
+                )
+            }),
         }
     }
 
@@ -192,8 +196,9 @@ impl JobHash {
                 .text_nonempty("dependency_id")?
                 .map(|s| vec![s.to_string()])
                 .unwrap_or_default()),
-            Some(s) => serde_json::from_str(s)
-                .map_err(|_| self.err("dependency_ids", format!("`{s}` is not a JSON list of ids"))),
+            Some(s) => serde_json::from_str(s).map_err(|_| {
+                self.err("dependency_ids", format!("`{s}` is not a JSON list of ids"))
+            }),
         }
     }
 
@@ -252,7 +257,10 @@ mod tests {
     fn hash(pairs: &[(&str, &str)]) -> JobHash {
         JobHash::new(
             "j1",
-            pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+                .collect(),
         )
     }
 
@@ -262,9 +270,17 @@ mod tests {
         let e = h.validate_for_run().unwrap_err().to_string();
         assert_eq!(e, "job j1: field `timeout`: `soon` is not an integer");
         let h = hash(&[("timeout", "5")]);
-        assert!(h.validate_for_run().unwrap_err().to_string().contains("`data`"));
+        assert!(h
+            .validate_for_run()
+            .unwrap_err()
+            .to_string()
+            .contains("`data`"));
         let h = hash(&[("data", "x"), ("status", "weird")]);
-        assert!(h.validate_for_run().unwrap_err().to_string().contains("unknown status"));
+        assert!(h
+            .validate_for_run()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown status"));
     }
 
     #[test]

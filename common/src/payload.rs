@@ -24,16 +24,24 @@ pub struct JobCall {
 /// failure result.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PayloadError {
-    #[error("DeserializationError: job payload is {0} bytes, above the {MAX_PAYLOAD_BYTES}-byte limit")]
+    #[error(
+        "DeserializationError: job payload is {0} bytes, above the {MAX_PAYLOAD_BYTES}-byte limit"
+    )]
     TooLarge(usize),
     #[error("DeserializationError: job payload is not pickle, JSON or MessagePack (first byte {0:#04x})")]
     Unrecognised(u8),
     #[error("DeserializationError: job payload is empty")]
     Empty,
     #[error("DeserializationError: cannot decode {kind} job payload: {detail}")]
-    Undecodable { kind: SerializerKind, detail: String },
+    Undecodable {
+        kind: SerializerKind,
+        detail: String,
+    },
     #[error("DeserializationError: {kind} job payload is not a (func_name, instance, args, kwargs) 4-tuple: {detail}")]
-    Shape { kind: SerializerKind, detail: String },
+    Shape {
+        kind: SerializerKind,
+        detail: String,
+    },
     #[error("UnsupportedJob: {func_name} is a bound method or callable object (the job has an `instance`); runq-worker runs plain functions only")]
     HasInstance { func_name: String },
 }
@@ -58,7 +66,10 @@ pub fn inflate(data: &[u8]) -> Result<Vec<u8>, PayloadError> {
 
 /// zlib at the default level, as Python's `zlib.compress`.
 pub fn deflate(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = ZlibEncoder::new(Vec::with_capacity(bytes.len() / 2 + 16), Compression::default());
+    let mut enc = ZlibEncoder::new(
+        Vec::with_capacity(bytes.len() / 2 + 16),
+        Compression::default(),
+    );
     enc.write_all(bytes).expect("writing to a Vec cannot fail");
     enc.finish().expect("writing to a Vec cannot fail")
 }
@@ -71,10 +82,12 @@ pub fn decode(data: &[u8]) -> Result<(SerializerKind, JobCall), PayloadError> {
     let call = match kind {
         SerializerKind::Pickle => decode_pickle(&raw)?,
         other => {
-            let v = other.loads(&raw, "payload").map_err(|detail| PayloadError::Undecodable {
-                kind: other,
-                detail,
-            })?;
+            let v = other
+                .loads(&raw, "payload")
+                .map_err(|detail| PayloadError::Undecodable {
+                    kind: other,
+                    detail,
+                })?;
             call_from_value(v, other)?
         }
     };
@@ -87,7 +100,9 @@ fn decode_pickle(raw: &[u8]) -> Result<JobCall, PayloadError> {
     let v = serde_pickle::value_from_slice(raw, serde_pickle::DeOptions::new()).map_err(|e| {
         PayloadError::Undecodable {
             kind,
-            detail: format!("{e} (runq decodes plain Python values only; it never imports classes)"),
+            detail: format!(
+                "{e} (runq decodes plain Python values only; it never imports classes)"
+            ),
         }
     })?;
     let shape = |detail: &str| PayloadError::Shape {
@@ -178,7 +193,8 @@ pub fn encode(kind: SerializerKind, call: &JobCall) -> Result<Vec<u8>, String> {
                         .collect(),
                 ),
             ]);
-            serde_pickle::value_to_vec(&v, serde_pickle::SerOptions::new()).map_err(|e| e.to_string())?
+            serde_pickle::value_to_vec(&v, serde_pickle::SerOptions::new())
+                .map_err(|e| e.to_string())?
         }
         other => other.dumps(&Value::Array(vec![
             Value::String(call.func_name.clone()),
@@ -212,7 +228,8 @@ mod tests {
 
     #[test]
     fn decodes_captured_pickle_data() {
-        let data = hex("789c6b609d2ac900011a3d9cb995b9f9297a89292953fcbc99bc99dba6d44e2999a207009afc0a4c");
+        let data =
+            hex("789c6b609d2ac900011a3d9cb995b9f9297a89292953fcbc99bc99dba6d44e2999a207009afc0a4c");
         let (kind, call) = decode(&data).unwrap();
         assert_eq!(kind, SerializerKind::Pickle);
         assert_eq!(call, add_call());
@@ -220,7 +237,8 @@ mod tests {
 
     #[test]
     fn decodes_captured_json_data() {
-        let data = hex("789c8b56caadcccd4fd14b4c4951d251c82bcdc9d1518836d251308ed551a8ae8d05009df3097a");
+        let data =
+            hex("789c8b56caadcccd4fd14b4c4951d251c82bcdc9d1518836d251308ed551a8ae8d05009df3097a");
         let (kind, call) = decode(&data).unwrap();
         assert_eq!(kind, SerializerKind::Json);
         assert_eq!(call, add_call());
@@ -229,7 +247,10 @@ mod tests {
     #[test]
     fn json_encoding_is_byte_for_byte_rq() {
         let data = encode(SerializerKind::Json, &add_call()).unwrap();
-        assert_eq!(inflate(&data).unwrap(), br#"["mymod.add", null, [2, 3], {}]"#.to_vec());
+        assert_eq!(
+            inflate(&data).unwrap(),
+            br#"["mymod.add", null, [2, 3], {}]"#.to_vec()
+        );
     }
 
     #[test]
@@ -240,9 +261,14 @@ mod tests {
 
     #[test]
     fn every_serializer_round_trips() {
-        for kind in [SerializerKind::Pickle, SerializerKind::Json, SerializerKind::Msgpack] {
+        for kind in [
+            SerializerKind::Pickle,
+            SerializerKind::Json,
+            SerializerKind::Msgpack,
+        ] {
             let mut call = add_call();
-            call.kwargs.insert("k".into(), json!({"nested": [1, "x", null, true, 2.5]}));
+            call.kwargs
+                .insert("k".into(), json!({"nested": [1, "x", null, true, 2.5]}));
             let data = encode(kind, &call).unwrap();
             assert_eq!(decode(&data).unwrap(), (kind, call), "{kind}");
         }
@@ -260,6 +286,9 @@ mod tests {
         let err = decode(b"\x07garbage").unwrap_err().to_string();
         assert!(err.contains("not pickle, JSON or MessagePack"), "{err}");
         let err = decode(b"\x80\x05garbage").unwrap_err().to_string();
-        assert!(err.starts_with("DeserializationError: cannot decode pickle"), "{err}");
+        assert!(
+            err.starts_with("DeserializationError: cannot decode pickle"),
+            "{err}"
+        );
     }
 }

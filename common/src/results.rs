@@ -73,10 +73,14 @@ impl ResultEntry {
         self.stream_id.split('-').next()?.parse().ok()
     }
     pub fn exc_text(&self) -> Option<String> {
-        self.fields.get("exc_string").and_then(|b| decode_exc_string(b))
+        self.fields
+            .get("exc_string")
+            .and_then(|b| decode_exc_string(b))
     }
     pub fn return_value_bytes(&self) -> Option<Vec<u8>> {
-        self.fields.get("return_value").and_then(|b| decode_base64(b))
+        self.fields
+            .get("return_value")
+            .and_then(|b| decode_base64(b))
     }
 }
 
@@ -86,7 +90,10 @@ mod tests {
 
     #[test]
     fn decodes_captured_exc_strings() {
-        let s = decode_exc_string(b"eJzzyk9SKC7JLyhITVFIqlQoLU4t0lEozy/K1s3ILypOVShJLcrNzEssSU3RAwBbIQ/t").unwrap();
+        let s = decode_exc_string(
+            b"eJzzyk9SKC7JLyhITVFIqlQoLU4t0lEozy/K1s3ILypOVShJLcrNzEssSU3RAwBbIQ/t",
+        )
+        .unwrap();
         assert_eq!(s, "Job stopped by user, work-horse terminated.");
         let round = decode_exc_string(encode_exc_string("boom").as_bytes()).unwrap();
         assert_eq!(round, "boom");

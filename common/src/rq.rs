@@ -90,16 +90,27 @@ impl NewJob {
         if let Some(v) = self.ttl {
             f.push(("ttl", text(&v.to_string())));
         }
-        if let Some(meta) = self.meta.as_ref().filter(|m| m.as_object().is_some_and(|o| !o.is_empty())) {
+        if let Some(meta) = self
+            .meta
+            .as_ref()
+            .filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
+        {
             f.push(("meta", self.serializer.dumps(meta).map_err(Error::Encode)?));
         }
         if let Some((left, intervals)) = &self.retry {
             f.push(("retries_left", text(&left.to_string())));
-            f.push(("retry_intervals", crate::pyjson::to_vec(intervals).map_err(|e| Error::Encode(e.to_string()))?));
+            f.push((
+                "retry_intervals",
+                crate::pyjson::to_vec(intervals).map_err(|e| Error::Encode(e.to_string()))?,
+            ));
         }
         if !self.depends_on.is_empty() {
             f.push(("dependency_id", text(&self.depends_on[0])));
-            f.push(("dependency_ids", crate::pyjson::to_vec(&self.depends_on).map_err(|e| Error::Encode(e.to_string()))?));
+            f.push((
+                "dependency_ids",
+                crate::pyjson::to_vec(&self.depends_on)
+                    .map_err(|e| Error::Encode(e.to_string()))?,
+            ));
             if self.allow_dependency_failures {
                 f.push(("allow_dependency_failures", text("1")));
             }
@@ -115,7 +126,9 @@ impl NewJob {
     pub fn script_args(&self, keys: &Keys, now: &Stamp) -> Result<Vec<Vec<u8>>> {
         crate::job::validate_job_id(&self.id)?;
         if self.timeout == Some(0) || self.timeout.is_some_and(|t| t < -1) {
-            return Err(Error::Invalid("timeout must be positive or -1 (no limit)".into()));
+            return Err(Error::Invalid(
+                "timeout must be positive or -1 (no limit)".into(),
+            ));
         }
         let fields = self.fields(now)?;
         let mode = if self.schedule_at.is_some() {
@@ -135,7 +148,11 @@ impl NewJob {
             text(&now.text),
             text(&now.secs.to_string()),
             text(&self.ttl.map(|t| t.to_string()).unwrap_or_default()),
-            text(if self.allow_dependency_failures { "1" } else { "0" }),
+            text(if self.allow_dependency_failures {
+                "1"
+            } else {
+                "0"
+            }),
             text(&self.depends_on.len().to_string()),
         ];
         args.extend(self.depends_on.iter().map(|d| text(d)));
@@ -149,7 +166,11 @@ impl NewJob {
 }
 
 /// Enqueues one job; returns the status it got (queued, deferred or scheduled).
-pub async fn enqueue<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: &Keys, job: &NewJob) -> Result<JobStatus> {
+pub async fn enqueue<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    job: &NewJob,
+) -> Result<JobStatus> {
     let now = Stamp::now();
     let mut inv = scripts().enqueue.prepare_invoke();
     for a in job.script_args(keys, &now)? {
@@ -169,7 +190,8 @@ pub async fn enqueue_many<C: ConnectionLike + Send + Sync>(
     let now = Stamp::now();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
-    let mut out: Vec<Option<std::result::Result<JobStatus, String>>> = Vec::with_capacity(jobs.len());
+    let mut out: Vec<Option<std::result::Result<JobStatus, String>>> =
+        Vec::with_capacity(jobs.len());
     let mut sent = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         match job.script_args(keys, &now) {
@@ -192,17 +214,28 @@ pub async fn enqueue_many<C: ConnectionLike + Send + Sync>(
             });
         }
     }
-    Ok(out.into_iter().map(|o| o.expect("every job has an outcome")).collect())
+    Ok(out
+        .into_iter()
+        .map(|o| o.expect("every job has an outcome"))
+        .collect())
 }
 
 /// Reads a job hash; `None` when the job does not exist.
-pub async fn fetch_job<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: &Keys, id: &str) -> Result<Option<JobHash>> {
+pub async fn fetch_job<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    id: &str,
+) -> Result<Option<JobHash>> {
     let fields: HashMap<String, Vec<u8>> = conn.hgetall(keys.job(id)).await?;
     Ok((!fields.is_empty()).then(|| JobHash::new(id, fields)))
 }
 
 /// The newest results-stream entry of a job (RQ's `latest_result()`).
-pub async fn latest_result<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: &Keys, id: &str) -> Result<Option<ResultEntry>> {
+pub async fn latest_result<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    id: &str,
+) -> Result<Option<ResultEntry>> {
     let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
         .arg(keys.results(id))
         .arg("+")
@@ -215,7 +248,11 @@ pub async fn latest_result<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: 
         let fields: HashMap<String, Vec<u8>> = entry
             .map
             .iter()
-            .filter_map(|(k, v)| redis::from_redis_value_ref::<Vec<u8>>(v).ok().map(|b| (k.clone(), b)))
+            .filter_map(|(k, v)| {
+                redis::from_redis_value_ref::<Vec<u8>>(v)
+                    .ok()
+                    .map(|b| (k.clone(), b))
+            })
             .collect();
         let kind = fields
             .get("type")
@@ -230,7 +267,10 @@ pub async fn latest_result<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: 
 }
 
 /// Queue names registered in `rq:queues`, sorted.
-pub async fn all_queues<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: &Keys) -> Result<Vec<String>> {
+pub async fn all_queues<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+) -> Result<Vec<String>> {
     let members: Vec<String> = conn.smembers(keys.queues()).await?;
     let prefix = keys.queue_key_prefix();
     let mut names: Vec<String> = members
@@ -254,7 +294,11 @@ pub struct QueueCounts {
 }
 
 /// Reads the counts of several queues in one pipelined round trip.
-pub async fn queue_counts<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: &Keys, queues: &[String]) -> Result<Vec<QueueCounts>> {
+pub async fn queue_counts<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    queues: &[String],
+) -> Result<Vec<QueueCounts>> {
     if queues.is_empty() {
         return Ok(Vec::new());
     }
@@ -301,7 +345,11 @@ pub struct WorkerInfo {
 
 /// Live workers (those whose key exists), in name order. When `queues` is given, only
 /// workers listening on one of them.
-pub async fn workers<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: &Keys, queues: Option<&[String]>) -> Result<Vec<WorkerInfo>> {
+pub async fn workers<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    queues: Option<&[String]>,
+) -> Result<Vec<WorkerInfo>> {
     let mut names: Vec<String> = match queues {
         None => conn.smembers(keys.workers()).await?,
         Some(qs) => {
@@ -333,7 +381,11 @@ pub async fn workers<C: ConnectionLike + Send + Sync>(conn: &mut C, keys: &Keys,
             WorkerInfo {
                 name: key.strip_prefix(&prefix).unwrap_or(&key).to_string(),
                 state: get("state"),
-                queues: get("queues").split(',').filter(|s| !s.is_empty()).map(str::to_string).collect(),
+                queues: get("queues")
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
                 hostname: get("hostname"),
                 pid: get("pid"),
                 ip_address: get("ip_address"),

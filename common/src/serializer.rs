@@ -88,7 +88,9 @@ impl FromStr for SerializerKind {
             "pickle" => Ok(SerializerKind::Pickle),
             "json" => Ok(SerializerKind::Json),
             "msgpack" | "messagepack" => Ok(SerializerKind::Msgpack),
-            other => Err(format!("unknown serializer `{other}` (pickle, json or msgpack)")),
+            other => Err(format!(
+                "unknown serializer `{other}` (pickle, json or msgpack)"
+            )),
         }
     }
 }
@@ -101,13 +103,19 @@ mod tests {
     #[test]
     fn pickle_return_value_python_can_read() {
         // Python: pickle.loads(b'\x80\x03J\x05\x00\x00\x00.') == 5 (protocol 3, BININT)
-        assert_eq!(SerializerKind::Pickle.dumps(&json!(5)).unwrap(), b"\x80\x03J\x05\x00\x00\x00.");
+        assert_eq!(
+            SerializerKind::Pickle.dumps(&json!(5)).unwrap(),
+            b"\x80\x03J\x05\x00\x00\x00."
+        );
     }
 
     #[test]
     fn reads_python_protocol5_values() {
         let b = b"\x80\x05\x95\x0e\x00\x00\x00\x00\x00\x00\x00}\x94\x8c\x05slept\x94K\x03s.";
-        assert_eq!(SerializerKind::Pickle.loads(b, "v").unwrap(), json!({"slept": 3}));
+        assert_eq!(
+            SerializerKind::Pickle.loads(b, "v").unwrap(),
+            json!({"slept": 3})
+        );
     }
 
     #[test]

@@ -62,7 +62,9 @@ mod tests {
 
     #[test]
     fn round_trips_rq_datetime() {
-        let at = parse_datetime("2026-11-23T18:39:54.346171Z").unwrap().unwrap();
+        let at = parse_datetime("2026-11-23T18:39:54.346171Z")
+            .unwrap()
+            .unwrap();
         assert_eq!(format_datetime(&at), "2026-11-23T18:39:54.346171Z");
         let plain = parse_datetime("2026-01-01T00:00:00Z").unwrap().unwrap();
         assert_eq!(format_datetime(&plain), "2026-01-01T00:00:00.000000Z");

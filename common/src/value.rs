@@ -23,7 +23,8 @@ pub fn from_pickle(v: PValue, what: &str) -> Result<Value, String> {
             .map(Value::Number)
             .ok_or_else(|| format!("{what}: float {f} has no JSON form"))?,
         PValue::Bytes(b) => Value::String(
-            String::from_utf8(b).map_err(|_| format!("{what}: non-UTF-8 bytes are not supported"))?,
+            String::from_utf8(b)
+                .map_err(|_| format!("{what}: non-UTF-8 bytes are not supported"))?,
         ),
         PValue::String(s) => Value::String(s),
         PValue::List(items) | PValue::Tuple(items) => Value::Array(

@@ -15,14 +15,20 @@ pub fn kwarg(s: &str) -> Result<(String, Value), CliError> {
         .split_once('=')
         .ok_or_else(|| CliError::Usage(format!("--kwarg `{s}`: expected KEY=JSON")))?;
     if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(CliError::Usage(format!("--kwarg `{s}`: `{k}` is not a Python identifier")));
+        return Err(CliError::Usage(format!(
+            "--kwarg `{s}`: `{k}` is not a Python identifier"
+        )));
     }
     Ok((k.to_string(), json_or_string(v)))
 }
 
 /// Seconds from `90`, `90s`, `15m`, `12h`, `2d`; `-1` passes through.
 pub fn seconds(flag: &str, s: &str) -> Result<i64, CliError> {
-    let bad = || CliError::Usage(format!("{flag} `{s}`: expected seconds or a duration like 30s, 15m, 12h, 2d"));
+    let bad = || {
+        CliError::Usage(format!(
+            "{flag} `{s}`: expected seconds or a duration like 30s, 15m, 12h, 2d"
+        ))
+    };
     if s == "-1" {
         return Ok(-1);
     }
@@ -47,7 +53,11 @@ pub fn at_time(s: &str) -> Result<i64, CliError> {
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp())
-        .map_err(|_| CliError::Usage(format!("--at `{s}`: expected RFC 3339 time (2026-11-23T18:00:00Z) or epoch seconds")))
+        .map_err(|_| {
+            CliError::Usage(format!(
+                "--at `{s}`: expected RFC 3339 time (2026-11-23T18:00:00Z) or epoch seconds"
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -62,7 +62,11 @@ impl Line {
             func: Some(self.func),
             file: None,
             strict: false,
-            args: self.args.iter().map(|v| serde_json::to_string(v).unwrap_or_default()).collect(),
+            args: self
+                .args
+                .iter()
+                .map(|v| serde_json::to_string(v).unwrap_or_default())
+                .collect(),
             kwargs: self
                 .kwargs
                 .iter()
@@ -95,11 +99,16 @@ fn parse_line(config: &Config, line: &str) -> Result<NewJob, String> {
 }
 
 pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliError> {
-    let name = if path == Path::new("-") { "stdin".to_string() } else { path.display().to_string() };
+    let name = if path == Path::new("-") {
+        "stdin".to_string()
+    } else {
+        path.display().to_string()
+    };
     let reader: Box<dyn BufRead> = if path == Path::new("-") {
         Box::new(std::io::stdin().lock())
     } else {
-        let f = std::fs::File::open(path).map_err(|e| CliError::Other(format!("cannot read {name}: {e}")))?;
+        let f = std::fs::File::open(path)
+            .map_err(|e| CliError::Other(format!("cannot read {name}: {e}")))?;
         Box::new(std::io::BufReader::new(f))
     };
     let mut jobs: Vec<(usize, NewJob)> = Vec::new();
@@ -119,15 +128,19 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
         }
     }
     if strict && bad > 0 {
-        return Err(CliError::Other(format!("{bad} bad lines in {name}; --strict: nothing enqueued")));
+        return Err(CliError::Other(format!(
+            "{bad} bad lines in {name}; --strict: nothing enqueued"
+        )));
     }
     let mut conn = crate::connect(config).await?;
     let keys = config.keys();
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(jobs.len() as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} jobs {per_sec} eta {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} jobs {per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         b
     });
@@ -160,7 +173,11 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
         bad + refused
     );
     if bad + refused > 0 {
-        return Err(CliError::Other(format!("{} of {} lines were not enqueued", bad + refused, ok + bad + refused)));
+        return Err(CliError::Other(format!(
+            "{} of {} lines were not enqueued",
+            bad + refused,
+            ok + bad + refused
+        )));
     }
     Ok(())
 }

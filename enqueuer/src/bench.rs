@@ -33,14 +33,27 @@ pub async fn run(config: &Config, a: BenchArgs) -> Result<(), CliError> {
     let serializer: SerializerKind = a.serializer.parse().map_err(CliError::Usage)?;
     let mut conn = crate::connect(config).await?;
     let keys = config.keys();
-    redis::cmd("DEL").arg(keys.queue(&a.queue)).arg(keys.finished(&a.queue)).arg(keys.failed(&a.queue)).query_async::<()>(&mut conn).await?;
+    redis::cmd("DEL")
+        .arg(keys.queue(&a.queue))
+        .arg(keys.finished(&a.queue))
+        .arg(keys.failed(&a.queue))
+        .query_async::<()>(&mut conn)
+        .await?;
     let t0 = Instant::now();
     let mut enqueued = 0;
     for chunk in (0..a.jobs).collect::<Vec<_>>().chunks(1000) {
         let jobs: Vec<NewJob> = chunk
             .iter()
             .map(|_| {
-                let mut j = NewJob::new(&a.queue, JobCall { func_name: "runq.tasks.noop".into(), args: vec![], kwargs: Default::default() }, serializer);
+                let mut j = NewJob::new(
+                    &a.queue,
+                    JobCall {
+                        func_name: "runq.tasks.noop".into(),
+                        args: vec![],
+                        kwargs: Default::default(),
+                    },
+                    serializer,
+                );
                 j.result_ttl = Some(600);
                 j
             })
@@ -51,27 +64,45 @@ pub async fn run(config: &Config, a: BenchArgs) -> Result<(), CliError> {
         }
     }
     let enqueue_secs = t0.elapsed().as_secs_f64();
-    println!("enqueued {enqueued} jobs in {enqueue_secs:.2} s ({:.0} jobs/s)", enqueued as f64 / enqueue_secs);
+    println!(
+        "enqueued {enqueued} jobs in {enqueue_secs:.2} s ({:.0} jobs/s)",
+        enqueued as f64 / enqueue_secs
+    );
     if a.enqueue_only {
         return Ok(());
     }
     let bin = match &a.worker_bin {
         Some(b) => b.clone(),
-        None => std::env::current_exe().map_err(|e| CliError::Other(e.to_string()))?.with_file_name("runq-worker"),
+        None => std::env::current_exe()
+            .map_err(|e| CliError::Other(e.to_string()))?
+            .with_file_name("runq-worker"),
     };
     let mut cmd = std::process::Command::new(&bin);
-    cmd.args(["--burst", "--queues", &a.queue, "--concurrency", &a.concurrency.to_string(), "--name", &format!("bench-{}", std::process::id())]);
+    cmd.args([
+        "--burst",
+        "--queues",
+        &a.queue,
+        "--concurrency",
+        &a.concurrency.to_string(),
+        "--name",
+        &format!("bench-{}", std::process::id()),
+    ]);
     if let Some(c) = &config.source {
         cmd.arg("--config").arg(c);
     }
     cmd.env("RUST_LOG", "warn");
     let t1 = Instant::now();
-    let status = cmd.status().map_err(|e| CliError::Other(format!("cannot run {}: {e}", bin.display())))?;
+    let status = cmd
+        .status()
+        .map_err(|e| CliError::Other(format!("cannot run {}: {e}", bin.display())))?;
     let secs = t1.elapsed().as_secs_f64();
     if !status.success() {
         return Err(CliError::Other(format!("runq-worker exited with {status}")));
     }
-    let finished: u64 = redis::cmd("ZCARD").arg(keys.finished(&a.queue)).query_async(&mut conn).await?;
+    let finished: u64 = redis::cmd("ZCARD")
+        .arg(keys.finished(&a.queue))
+        .query_async(&mut conn)
+        .await?;
     println!(
         "runq-worker --burst --concurrency {}: {finished} jobs finished in {secs:.2} s = {:.0} jobs/s",
         a.concurrency,

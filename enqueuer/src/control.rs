@@ -53,7 +53,10 @@ pub async fn requeue(config: &Config, a: RequeueArgs) -> Result<(), CliError> {
         }
     }
     if errors > 0 {
-        return Err(CliError::Other(format!("{errors} of {} jobs could not be requeued", ids.len())));
+        return Err(CliError::Other(format!(
+            "{errors} of {} jobs could not be requeued",
+            ids.len()
+        )));
     }
     Ok(())
 }
@@ -78,9 +81,18 @@ pub async fn empty(config: &Config, queue: &str) -> Result<(), CliError> {
     let keys = config.keys();
     let known = rq::all_queues(&mut conn, &keys).await?;
     if !known.iter().any(|q| q == queue) {
-        return Err(CliError::Other(format!("no such queue: {queue} (known: {})", known.join(", "))));
+        return Err(CliError::Other(format!(
+            "no such queue: {queue} (known: {})",
+            known.join(", ")
+        )));
     }
-    let n: i64 = scripts().empty.prepare_invoke().arg(keys.prefix()).arg(queue).invoke_async(&mut conn).await?;
+    let n: i64 = scripts()
+        .empty
+        .prepare_invoke()
+        .arg(keys.prefix())
+        .arg(queue)
+        .invoke_async(&mut conn)
+        .await?;
     println!("emptied queue {queue}: {n} jobs removed");
     Ok(())
 }
@@ -102,13 +114,26 @@ pub async fn suspend(config: &Config, duration: Option<u64>) -> Result<(), CliEr
 pub async fn resume(config: &Config) -> Result<(), CliError> {
     let mut conn = crate::connect(config).await?;
     let n: i64 = conn.del(config.keys().suspended()).await?;
-    println!("{}", if n > 0 { "resumed all workers" } else { "workers were not suspended" });
+    println!(
+        "{}",
+        if n > 0 {
+            "resumed all workers"
+        } else {
+            "workers were not suspended"
+        }
+    );
     Ok(())
 }
 
 /// Publishes an RQ command (JSON as Python's json.dumps writes it).
-async fn publish(conn: &mut redis::aio::MultiplexedConnection, config: &Config, worker: &str, body: serde_json::Value) -> Result<i64, CliError> {
-    let payload = runq_common::pyjson::to_string(&body).map_err(|e| CliError::Other(e.to_string()))?;
+async fn publish(
+    conn: &mut redis::aio::MultiplexedConnection,
+    config: &Config,
+    worker: &str,
+    body: serde_json::Value,
+) -> Result<i64, CliError> {
+    let payload =
+        runq_common::pyjson::to_string(&body).map_err(|e| CliError::Other(e.to_string()))?;
     Ok(conn.publish(config.keys().pubsub(worker), payload).await?)
 }
 
@@ -119,11 +144,24 @@ pub async fn stop_job(config: &Config, id: &str) -> Result<(), CliError> {
         .await?
         .ok_or_else(|| CliError::Other(format!("no such job: {id}")))?;
     let status = job.text("status").ok().flatten().unwrap_or("").to_string();
-    let worker = job.text("worker_name").ok().flatten().unwrap_or("").to_string();
+    let worker = job
+        .text("worker_name")
+        .ok()
+        .flatten()
+        .unwrap_or("")
+        .to_string();
     if status != "started" || worker.is_empty() {
-        return Err(CliError::Other(format!("job {id} is not running (status {status})")));
+        return Err(CliError::Other(format!(
+            "job {id} is not running (status {status})"
+        )));
     }
-    publish(&mut conn, config, &worker, serde_json::json!({"command": "stop-job", "job_id": id})).await?;
+    publish(
+        &mut conn,
+        config,
+        &worker,
+        serde_json::json!({"command": "stop-job", "job_id": id}),
+    )
+    .await?;
     println!("sent stop-job for {id} to worker {worker}");
     Ok(())
 }
@@ -143,7 +181,13 @@ pub async fn shutdown(config: &Config, worker: Option<&str>, all: bool) -> Resul
         (None, false) => return Err(CliError::Usage("give a worker name or --all".into())),
     };
     for w in &targets {
-        publish(&mut conn, config, w, serde_json::json!({"command": "shutdown"})).await?;
+        publish(
+            &mut conn,
+            config,
+            w,
+            serde_json::json!({"command": "shutdown"}),
+        )
+        .await?;
         println!("sent shutdown to {w}");
     }
     if targets.is_empty() {

@@ -90,7 +90,9 @@ pub fn build(config: &Config, a: &EnqueueArgs) -> Result<NewJob, CliError> {
         kwargs,
     };
     if func.is_empty() || func.contains(char::is_whitespace) {
-        return Err(CliError::Usage(format!("function name `{func}` is not a dotted name")));
+        return Err(CliError::Usage(format!(
+            "function name `{func}` is not a dotted name"
+        )));
     }
     let mut job = NewJob::new(&a.queue, call, serializer);
     if let Some(id) = &a.job_id {
@@ -100,7 +102,9 @@ pub fn build(config: &Config, a: &EnqueueArgs) -> Result<NewJob, CliError> {
     if let Some(t) = &a.timeout {
         let t = args::seconds("--timeout", t)?;
         if t == 0 {
-            return Err(CliError::Usage("--timeout 0 is refused (use -1 for no limit)".into()));
+            return Err(CliError::Usage(
+                "--timeout 0 is refused (use -1 for no limit)".into(),
+            ));
         }
         job.timeout = Some(t);
     }
@@ -111,7 +115,8 @@ pub fn build(config: &Config, a: &EnqueueArgs) -> Result<NewJob, CliError> {
     }
     job.description = a.description.clone();
     if let Some(m) = &a.meta {
-        let v: Value = serde_json::from_str(m).map_err(|e| CliError::Usage(format!("--meta: not JSON: {e}")))?;
+        let v: Value = serde_json::from_str(m)
+            .map_err(|e| CliError::Usage(format!("--meta: not JSON: {e}")))?;
         if !v.is_object() {
             return Err(CliError::Usage("--meta must be a JSON object".into()));
         }
@@ -147,7 +152,10 @@ pub async fn run(config: &Config, a: EnqueueArgs) -> Result<(), CliError> {
     let job = build(config, &a)?;
     let mut conn = crate::connect(config).await?;
     let status = rq::enqueue(&mut conn, &config.keys(), &job).await?;
-    println!("{status}: {} on queue {} ({})", job.call.func_name, job.queue, job.serializer);
+    println!(
+        "{status}: {} on queue {} ({})",
+        job.call.func_name, job.queue, job.serializer
+    );
     println!("{}", job.id);
     Ok(())
 }

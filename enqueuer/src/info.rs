@@ -24,9 +24,17 @@ pub struct Snapshot {
     pub workers: Vec<WorkerInfo>,
 }
 
-pub async fn snapshot(config: &Config, conn: &mut redis::aio::MultiplexedConnection, only: &[String]) -> Result<Snapshot, CliError> {
+pub async fn snapshot(
+    config: &Config,
+    conn: &mut redis::aio::MultiplexedConnection,
+    only: &[String],
+) -> Result<Snapshot, CliError> {
     let keys = config.keys();
-    let names = if only.is_empty() { rq::all_queues(conn, &keys).await? } else { only.to_vec() };
+    let names = if only.is_empty() {
+        rq::all_queues(conn, &keys).await?
+    } else {
+        only.to_vec()
+    };
     let counts = rq::queue_counts(conn, &keys, &names).await?;
     let workers = if only.is_empty() {
         rq::workers(conn, &keys, None).await?
@@ -41,7 +49,13 @@ pub async fn snapshot(config: &Config, conn: &mut redis::aio::MultiplexedConnect
 
 pub fn render(s: &Snapshot) -> String {
     let mut out = String::new();
-    let width = s.queues.iter().map(|(n, _)| n.len()).max().unwrap_or(0).max(12);
+    let width = s
+        .queues
+        .iter()
+        .map(|(n, _)| n.len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
     let mut total = 0;
     for (name, c) in &s.queues {
         total += c.queued;
@@ -51,9 +65,16 @@ pub fn render(s: &Snapshot) -> String {
             c.queued, c.started, c.finished, c.failed, c.deferred, c.scheduled
         ));
     }
-    out.push_str(&format!("{} queues, {total} jobs total\n\n", s.queues.len()));
+    out.push_str(&format!(
+        "{} queues, {total} jobs total\n\n",
+        s.queues.len()
+    ));
     for w in &s.workers {
-        let current = w.current_job.as_deref().map(|j| format!(" current job {j}.")).unwrap_or_default();
+        let current = w
+            .current_job
+            .as_deref()
+            .map(|j| format!(" current job {j}."))
+            .unwrap_or_default();
         out.push_str(&format!(
             "{} ({} {} {}): {} {}.{current} jobs: {} finished, {} failed\n",
             w.name,
@@ -66,7 +87,11 @@ pub fn render(s: &Snapshot) -> String {
             w.failed_job_count
         ));
     }
-    out.push_str(&format!("{} workers, {} queues\n", s.workers.len(), s.queues.len()));
+    out.push_str(&format!(
+        "{} workers, {} queues\n",
+        s.workers.len(),
+        s.queues.len()
+    ));
     out
 }
 
@@ -77,7 +102,11 @@ pub async fn run(config: &Config, a: InfoArgs) -> Result<(), CliError> {
         loop {
             let s = snapshot(config, &mut conn, &a.queues).await?;
             // Clear the screen and home the cursor, then draw.
-            print!("\x1b[2J\x1b[H{}\nUpdated: {}\n", render(&s), chrono::Utc::now().format("%Y-%m-%d %H:%M:%S"));
+            print!(
+                "\x1b[2J\x1b[H{}\nUpdated: {}\n",
+                render(&s),
+                chrono::Utc::now().format("%Y-%m-%d %H:%M:%S")
+            );
             use std::io::Write;
             let _ = std::io::stdout().flush();
             tokio::time::sleep(every).await;
@@ -85,8 +114,16 @@ pub async fn run(config: &Config, a: InfoArgs) -> Result<(), CliError> {
     }
     let s = snapshot(config, &mut conn, &a.queues).await?;
     if a.json {
-        let queues: Vec<_> = s.queues.iter().map(|(n, c)| json!({"name": n, "counts": c})).collect();
-        println!("{}", serde_json::to_string_pretty(&json!({"queues": queues, "workers": s.workers})).unwrap_or_default());
+        let queues: Vec<_> = s
+            .queues
+            .iter()
+            .map(|(n, c)| json!({"name": n, "counts": c}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"queues": queues, "workers": s.workers}))
+                .unwrap_or_default()
+        );
     } else {
         print!("{}", render(&s));
     }

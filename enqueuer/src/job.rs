@@ -58,16 +58,32 @@ pub async fn run(config: &Config, a: JobArgs) -> Result<(), CliError> {
     let keys = config.keys();
     let job = rq::fetch_job(&mut conn, &keys, &a.id)
         .await?
-        .ok_or_else(|| CliError::Other(format!("no such job: {} (key {})", a.id, keys.job(&a.id))))?;
+        .ok_or_else(|| {
+            CliError::Other(format!("no such job: {} (key {})", a.id, keys.job(&a.id)))
+        })?;
     let result = rq::latest_result(&mut conn, &keys, &a.id).await?;
     let v = describe(&job, result.as_ref());
     if a.json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(());
     }
-    for key in ["id", "status", "origin", "description", "created_at", "enqueued_at", "started_at", "ended_at", "worker_name"] {
+    for key in [
+        "id",
+        "status",
+        "origin",
+        "description",
+        "created_at",
+        "enqueued_at",
+        "started_at",
+        "ended_at",
+        "worker_name",
+    ] {
         let s = v[key].as_str().unwrap_or("");
-        println!("{:<12} {}", format!("{key}:"), if s.is_empty() { "-" } else { s });
+        println!(
+            "{:<12} {}",
+            format!("{key}:"),
+            if s.is_empty() { "-" } else { s }
+        );
     }
     if let Some(r) = v.get("result_type").and_then(Value::as_str) {
         println!("{:<12} {r}", "result:");

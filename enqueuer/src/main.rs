@@ -15,7 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "runq", version, about = "Enqueue and inspect RQ-compatible jobs")]
+#[command(
+    name = "runq",
+    version,
+    about = "Enqueue and inspect RQ-compatible jobs"
+)]
 struct Cli {
     /// Configuration file (queues.toml). Without one, defaults apply.
     #[arg(long, short = 'c', env = "RUNQ_CONFIG", global = true)]
@@ -80,7 +84,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("runq: cannot start the async runtime: {e}");
@@ -99,7 +107,9 @@ fn main() -> ExitCode {
             Command::Suspend { duration } => control::suspend(&config, duration).await,
             Command::Resume => control::resume(&config).await,
             Command::StopJob { id } => control::stop_job(&config, &id).await,
-            Command::Shutdown { worker, all } => control::shutdown(&config, worker.as_deref(), all).await,
+            Command::Shutdown { worker, all } => {
+                control::shutdown(&config, worker.as_deref(), all).await
+            }
         }
     });
     match result {

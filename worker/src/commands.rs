@@ -4,8 +4,8 @@
 
 use crate::shutdown::Shutdown;
 use crate::slots::{Slots, StopReason};
-use runq_common::config::Config;
 use futures_util::StreamExt;
+use runq_common::config::Config;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,8 +16,13 @@ use tokio_util::sync::CancellationToken;
 pub enum Command {
     Shutdown,
     KillHorse,
-    StopJob { job_id: String },
-    StopExecution { job_id: String, execution_id: String },
+    StopJob {
+        job_id: String,
+    },
+    StopExecution {
+        job_id: String,
+        execution_id: String,
+    },
     Unknown(String),
 }
 
@@ -28,7 +33,9 @@ impl Command {
         Some(match text("command")?.as_str() {
             "shutdown" => Command::Shutdown,
             "kill-horse" => Command::KillHorse,
-            "stop-job" => Command::StopJob { job_id: text("job_id")? },
+            "stop-job" => Command::StopJob {
+                job_id: text("job_id")?,
+            },
             "stop-execution" => Command::StopExecution {
                 job_id: text("job_id")?,
                 execution_id: text("execution_id")?,
@@ -39,7 +46,13 @@ impl Command {
 }
 
 /// Listens until `stop` is cancelled.
-pub async fn run(config: Arc<Config>, slots: Arc<Slots>, shutdown: Shutdown, stop: CancellationToken, subscribed: tokio::sync::oneshot::Sender<()>) {
+pub async fn run(
+    config: Arc<Config>,
+    slots: Arc<Slots>,
+    shutdown: Shutdown,
+    stop: CancellationToken,
+    subscribed: tokio::sync::oneshot::Sender<()>,
+) {
     let keys = config.keys();
     let channels: Vec<String> = slots.names.iter().map(|n| keys.pubsub(n)).collect();
     let mut subscribed = Some(subscribed);
@@ -66,10 +79,14 @@ pub async fn run(config: Arc<Config>, slots: Arc<Slots>, shutdown: Shutdown, sto
             };
             let Some(msg) = msg else { break };
             let channel = msg.get_channel_name().to_string();
-            let Some(slot) = slots.names.iter().position(|n| keys.pubsub(n) == channel) else { continue };
+            let Some(slot) = slots.names.iter().position(|n| keys.pubsub(n) == channel) else {
+                continue;
+            };
             match Command::parse(msg.get_payload_bytes()) {
                 Some(cmd) => handle(cmd, slot, &slots, &shutdown),
-                None => tracing::warn!(channel = %channel, "ignoring a command that is not RQ's JSON form"),
+                None => {
+                    tracing::warn!(channel = %channel, "ignoring a command that is not RQ's JSON form")
+                }
             }
         }
         tracing::warn!("command subscription lost; resubscribing");
@@ -95,12 +112,17 @@ fn handle(cmd: Command, slot: usize, slots: &Slots, shutdown: &Shutdown) {
                 r.stop(StopReason::Stopped);
             }
         }
-        Command::StopExecution { job_id, execution_id } => {
+        Command::StopExecution {
+            job_id,
+            execution_id,
+        } => {
             if slots.stop_job(&job_id, Some(&execution_id), StopReason::Stopped) {
                 tracing::info!(job = %job_id, execution = %execution_id, "stop-execution command received");
             }
         }
-        Command::Unknown(name) => tracing::debug!(worker = %worker, command = %name, "ignoring unknown command"),
+        Command::Unknown(name) => {
+            tracing::debug!(worker = %worker, command = %name, "ignoring unknown command")
+        }
     }
 }
 
@@ -110,7 +132,10 @@ mod tests {
 
     #[test]
     fn parses_rq_commands() {
-        assert_eq!(Command::parse(br#"{"command": "shutdown"}"#), Some(Command::Shutdown));
+        assert_eq!(
+            Command::parse(br#"{"command": "shutdown"}"#),
+            Some(Command::Shutdown)
+        );
         assert_eq!(
             Command::parse(br#"{"command": "stop-job", "job_id": "j"}"#),
             Some(Command::StopJob { job_id: "j".into() })

@@ -6,20 +6,30 @@
 use crate::execute::Outcome;
 use crate::fetch::Claimed;
 use crate::shutdown::Shutdown;
-use runq_common::connect::SharedConnection;
 use runq_common::config::Config;
+use runq_common::connect::SharedConnection;
 use runq_common::results;
 use runq_common::scripts::scripts;
 use runq_common::timefmt::Stamp;
 use std::time::Duration;
 
 /// Writes the outcome; returns what the script did (`finished`, `failed`, `retried`…).
-pub async fn record(redis: &SharedConnection, config: &Config, job: &Claimed, worker: &str, outcome: &Outcome, shutdown: &Shutdown) -> Option<String> {
+pub async fn record(
+    redis: &SharedConnection,
+    config: &Config,
+    job: &Claimed,
+    worker: &str,
+    outcome: &Outcome,
+    shutdown: &Shutdown,
+) -> Option<String> {
     let (kind, payload) = match outcome {
         Outcome::Success { return_value } => ("ok", return_value.clone()),
         Outcome::Failure { text, retry: true } => ("fail", results::encode_exc_string(text)),
         Outcome::Failure { text, retry: false } => ("fail_final", results::encode_exc_string(text)),
-        Outcome::Stopped => ("stop", results::encode_exc_string("Job stopped by user, work-horse terminated.")),
+        Outcome::Stopped => (
+            "stop",
+            results::encode_exc_string("Job stopped by user, work-horse terminated."),
+        ),
         Outcome::Requeue => ("requeue", String::new()),
         Outcome::Lost => ("lost", String::new()),
     };
@@ -45,7 +55,10 @@ pub async fn record(redis: &SharedConnection, config: &Config, job: &Claimed, wo
             .arg(config.worker.result_ttl)
             .arg(config.worker.failure_ttl);
         let result = match redis.get().await {
-            Ok(mut conn) => inv.invoke_async::<String>(&mut conn).await.map_err(|e| e.to_string()),
+            Ok(mut conn) => inv
+                .invoke_async::<String>(&mut conn)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
         if result.is_err() {

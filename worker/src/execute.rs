@@ -129,7 +129,9 @@ fn encode_return(serializer: SerializerKind, value: &serde_json::Value) -> Strin
     }
     let bytes = serializer.dumps(value).unwrap_or_else(|_| {
         serializer
-            .dumps(&serde_json::Value::String("Unserializable return value".into()))
+            .dumps(&serde_json::Value::String(
+                "Unserializable return value".into(),
+            ))
             .unwrap_or_default()
     });
     results::encode_return_value(&bytes)

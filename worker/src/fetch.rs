@@ -6,9 +6,9 @@
 
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
-use runq_common::connect::SharedConnection;
 use redis::aio::MultiplexedConnection;
 use runq_common::config::Config;
+use runq_common::connect::SharedConnection;
 use runq_common::job::JobHash;
 use runq_common::scripts::scripts;
 use runq_common::timefmt::Stamp;
@@ -79,7 +79,8 @@ impl QueueLimits {
     }
     fn release(&self, queue: &str) {
         if let Some(i) = self.names.iter().position(|n| n == queue) {
-            let _ = self.running[i].fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1));
+            let _ = self.running[i]
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| v.checked_sub(1));
         }
     }
 }
@@ -106,7 +107,13 @@ pub struct Fetcher {
 }
 
 impl Fetcher {
-    pub fn new(config: Arc<Config>, redis: SharedConnection, slots: Arc<Slots>, shutdown: Shutdown, burst: bool) -> (Fetcher, FetchHandle) {
+    pub fn new(
+        config: Arc<Config>,
+        redis: SharedConnection,
+        slots: Arc<Slots>,
+        shutdown: Shutdown,
+        burst: bool,
+    ) -> (Fetcher, FetchHandle) {
         let (tx, rx) = mpsc::channel(slots.len().max(1) * 2);
         let limits = Arc::new(QueueLimits {
             names: config.queue_names(),
@@ -136,7 +143,11 @@ impl Fetcher {
     pub async fn run(mut self) {
         if !self.burst {
             for q in self.config.queue_names() {
-                tokio::spawn(wait_for_jobs(self.config.clone(), self.keys.queue(&q), self.waiters.clone()));
+                tokio::spawn(wait_for_jobs(
+                    self.config.clone(),
+                    self.keys.queue(&q),
+                    self.waiters.clone(),
+                ));
             }
         }
         let mut pending: Vec<Request> = Vec::new();
@@ -175,7 +186,8 @@ impl Fetcher {
                         tracing::info!("queues are suspended (rq:suspended); not taking jobs");
                         suspended = true;
                         let idle = self.idle_names(&pending);
-                        let _ = crate::registration::set_state(c, &self.keys, &idle, "suspended").await;
+                        let _ =
+                            crate::registration::set_state(c, &self.keys, &idle, "suspended").await;
                     }
                     if self.burst {
                         return;
@@ -199,7 +211,8 @@ impl Fetcher {
                             return;
                         }
                         // Other slots are still busy and may enqueue dependents or retries.
-                        self.wait_for_request_or(Duration::from_millis(100), &mut pending).await;
+                        self.wait_for_request_or(Duration::from_millis(100), &mut pending)
+                            .await;
                         continue;
                     }
                     self.waiters.armed.store(true, Ordering::SeqCst);
@@ -220,7 +233,10 @@ impl Fetcher {
     }
 
     fn idle_names(&self, pending: &[Request]) -> Vec<String> {
-        pending.iter().map(|r| self.slots.names[r.slot].clone()).collect()
+        pending
+            .iter()
+            .map(|r| self.slots.names[r.slot].clone())
+            .collect()
     }
 
     async fn pause(&self, backoff: &mut Duration) {
@@ -243,10 +259,17 @@ impl Fetcher {
         }
     }
 
-    async fn claim(&self, conn: &mut MultiplexedConnection, pending: &mut Vec<Request>) -> redis::RedisResult<ClaimOutcome> {
+    async fn claim(
+        &self,
+        conn: &mut MultiplexedConnection,
+        pending: &mut Vec<Request>,
+    ) -> redis::RedisResult<ClaimOutcome> {
         let now = Stamp::now();
         let ttl = self.config.worker.heartbeat_secs * 3;
-        let exec_ids: Vec<String> = pending.iter().map(|_| uuid::Uuid::new_v4().simple().to_string()).collect();
+        let exec_ids: Vec<String> = pending
+            .iter()
+            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .collect();
         let mut inv = scripts().claim.prepare_invoke();
         inv.arg(self.keys.prefix())
             .arg(&now.text)
@@ -275,7 +298,8 @@ impl Fetcher {
         let mut handed_out = 0;
         let mut claimed = Vec::new();
         for item in it {
-            let (index, id, origin, queue, flat): (usize, String, String, String, Vec<Vec<u8>>) = redis::from_redis_value(item)?;
+            let (index, id, origin, queue, flat): (usize, String, String, String, Vec<Vec<u8>>) =
+                redis::from_redis_value(item)?;
             claimed.push((index - 1, id, origin, queue, flat));
         }
         for (index, id, origin, queue, flat) in claimed {
@@ -320,7 +344,11 @@ fn take_reply(pending: &mut [Request], index: usize) -> oneshot::Sender<Claimed>
 }
 
 fn unexpected(msg: String) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, "unexpected reply", msg))
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply",
+        msg,
+    ))
 }
 
 /// Blocks on one queue while the fetcher is armed; wakes it when the queue has a job.

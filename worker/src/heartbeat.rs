@@ -14,7 +14,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Beats until `stop` is cancelled.
-pub async fn run(config: Arc<Config>, redis: SharedConnection, slots: Arc<Slots>, identity: Identity, stop: CancellationToken) {
+pub async fn run(
+    config: Arc<Config>,
+    redis: SharedConnection,
+    slots: Arc<Slots>,
+    identity: Identity,
+    stop: CancellationToken,
+) {
     let period = Duration::from_secs(config.worker.heartbeat_secs);
     loop {
         tokio::select! {
@@ -29,7 +35,12 @@ pub async fn run(config: Arc<Config>, redis: SharedConnection, slots: Arc<Slots>
 }
 
 /// One heartbeat for all slots.
-pub async fn beat(config: &Config, redis: &SharedConnection, slots: &Slots, identity: &Identity) -> runq_common::Result<()> {
+pub async fn beat(
+    config: &Config,
+    redis: &SharedConnection,
+    slots: &Slots,
+    identity: &Identity,
+) -> runq_common::Result<()> {
     let keys = config.keys();
     let ttl = config.worker.heartbeat_secs * 3;
     let now = Stamp::now();
@@ -59,7 +70,11 @@ pub async fn beat(config: &Config, redis: &SharedConnection, slots: &Slots, iden
     if !missing.is_empty() {
         tracing::warn!(workers = ?missing, "worker keys expired (Redis was unreachable?); registering again");
         registration::register(&mut conn, &keys, &missing, identity, ttl).await?;
-        let busy: Vec<String> = running.iter().map(|(i, _)| slots.names[*i].clone()).filter(|n| missing.contains(n)).collect();
+        let busy: Vec<String> = running
+            .iter()
+            .map(|(i, _)| slots.names[*i].clone())
+            .filter(|n| missing.contains(n))
+            .collect();
         registration::set_state(&mut conn, &keys, &busy, "busy").await?;
     }
     Ok(())

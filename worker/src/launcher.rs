@@ -8,9 +8,9 @@ use crate::commands;
 use crate::fetch::Fetcher;
 use crate::heartbeat;
 use crate::maintenance;
-use crate::scheduler;
 use crate::processor::{self, ProcessorContext};
 use crate::registration::{self, Identity};
+use crate::scheduler;
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
 use crate::tasks::Registry;
@@ -77,7 +77,11 @@ fn slot_names(base: &str, n: usize) -> Vec<String> {
 }
 
 /// Runs the worker until it is told to stop (or, with `burst`, until the queues are empty).
-pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Result<(), LaunchError> {
+pub async fn run(
+    config: Config,
+    opts: WorkerOptions,
+    registry: Registry,
+) -> Result<(), LaunchError> {
     let config = Arc::new(apply_options(config, &opts)?);
     let keys = config.keys();
     let queues = config.queue_names();
@@ -89,7 +93,11 @@ pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Res
         .clone()
         .unwrap_or_else(|| format!("runq.{}.{}", identity.hostname, identity.pid));
     let slots = Arc::new(Slots::new(slot_names(&base, config.worker.concurrency)));
-    if let Some(taken) = registration::taken_names(&mut probe, &keys, &slots.names).await?.into_iter().next() {
+    if let Some(taken) = registration::taken_names(&mut probe, &keys, &slots.names)
+        .await?
+        .into_iter()
+        .next()
+    {
         return Err(LaunchError::NameTaken(taken));
     }
     let ttl = config.worker.heartbeat_secs * 3;
@@ -106,23 +114,59 @@ pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Res
 
     let shutdown = Shutdown::new();
     let background = CancellationToken::new();
-    let redis = SharedConnection::new(connect::pool(&config, config.redis.db.rq, config.worker.concurrency + 4)?);
+    let redis = SharedConnection::new(connect::pool(
+        &config,
+        config.redis.db.rq,
+        config.worker.concurrency + 4,
+    )?);
 
     let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    let commands = tokio::spawn(commands::run(config.clone(), slots.clone(), shutdown.clone(), background.clone(), subscribed_tx));
+    let commands = tokio::spawn(commands::run(
+        config.clone(),
+        slots.clone(),
+        shutdown.clone(),
+        background.clone(),
+        subscribed_tx,
+    ));
     let _ = tokio::time::timeout(Duration::from_secs(5), subscribed_rx).await;
-    let heartbeat = tokio::spawn(heartbeat::run(config.clone(), redis.clone(), slots.clone(), identity.clone(), background.clone()));
-    let maintenance = tokio::spawn(maintenance::run(config.clone(), redis.clone(), background.clone()));
+    let heartbeat = tokio::spawn(heartbeat::run(
+        config.clone(),
+        redis.clone(),
+        slots.clone(),
+        identity.clone(),
+        background.clone(),
+    ));
+    let maintenance = tokio::spawn(maintenance::run(
+        config.clone(),
+        redis.clone(),
+        background.clone(),
+    ));
     let scheduler = if config.worker.scheduler && !opts.burst {
-        Some(tokio::spawn(scheduler::run(config.clone(), redis.clone(), identity.clone(), background.clone())))
+        Some(tokio::spawn(scheduler::run(
+            config.clone(),
+            redis.clone(),
+            identity.clone(),
+            background.clone(),
+        )))
     } else {
         None
     };
 
     let signals = spawn_signal_handler(shutdown.clone())?;
-    let grace = spawn_grace_timer(config.clone(), redis.clone(), slots.clone(), shutdown.clone());
+    let grace = spawn_grace_timer(
+        config.clone(),
+        redis.clone(),
+        slots.clone(),
+        shutdown.clone(),
+    );
 
-    let (fetcher, handle) = Fetcher::new(config.clone(), redis.clone(), slots.clone(), shutdown.clone(), opts.burst);
+    let (fetcher, handle) = Fetcher::new(
+        config.clone(),
+        redis.clone(),
+        slots.clone(),
+        shutdown.clone(),
+        opts.burst,
+    );
     let drained = fetcher.drained.clone();
     let fetch_task = tokio::spawn(fetcher.run());
     let ctx = Arc::new(ProcessorContext {
@@ -140,7 +184,12 @@ pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Res
     let notifier = crate::notify::Notifier::from_env();
     notifier.ready();
     notifier.status(&format!("{} slots on {}", slots.len(), queues.join(",")));
-    let watchdog = tokio::spawn(watchdog(notifier.clone(), redis.clone(), shutdown.clone(), background.clone()));
+    let watchdog = tokio::spawn(watchdog(
+        notifier.clone(),
+        redis.clone(),
+        shutdown.clone(),
+        background.clone(),
+    ));
     while let Some(r) = processors.join_next().await {
         if let Err(e) = r {
             tracing::error!(error = %e, "a slot ended abnormally");
@@ -162,11 +211,14 @@ pub async fn run(config: Config, opts: WorkerOptions, registry: Registry) -> Res
     let _ = commands.await;
     match redis.get().await {
         Ok(mut conn) => {
-            if let Err(e) = registration::deregister(&mut conn, &keys, &slots.names, &queues).await {
+            if let Err(e) = registration::deregister(&mut conn, &keys, &slots.names, &queues).await
+            {
                 tracing::warn!(error = %e, "could not deregister the workers; their keys expire on their own");
             }
         }
-        Err(e) => tracing::warn!(error = %e, "could not deregister the workers; their keys expire on their own"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not deregister the workers; their keys expire on their own")
+        }
     }
     tracing::info!("runq-worker stopped");
     Ok(())
@@ -186,7 +238,9 @@ fn spawn_signal_handler(shutdown: Shutdown) -> Result<tokio::task::JoinHandle<()
             }
             match first {
                 None if !shutdown.is_warm() => {
-                    tracing::info!("warm shutdown requested: finishing running jobs, taking no new ones");
+                    tracing::info!(
+                        "warm shutdown requested: finishing running jobs, taking no new ones"
+                    );
                     first = Some(Instant::now());
                     shutdown.begin_warm();
                 }
@@ -207,13 +261,23 @@ fn spawn_signal_handler(shutdown: Shutdown) -> Result<tokio::task::JoinHandle<()
 
 /// Once warm shutdown starts: mark busy workers as RQ does, then go cold when the grace
 /// period runs out.
-fn spawn_grace_timer(config: Arc<Config>, redis: SharedConnection, slots: Arc<Slots>, shutdown: Shutdown) -> tokio::task::JoinHandle<()> {
+fn spawn_grace_timer(
+    config: Arc<Config>,
+    redis: SharedConnection,
+    slots: Arc<Slots>,
+    shutdown: Shutdown,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         shutdown.warm().await;
-        let busy: Vec<String> = slots.running().iter().map(|(i, _)| slots.names[*i].clone()).collect();
+        let busy: Vec<String> = slots
+            .running()
+            .iter()
+            .map(|(i, _)| slots.names[*i].clone())
+            .collect();
         if !busy.is_empty() {
             if let Ok(mut conn) = redis.get().await {
-                let _ = registration::mark_shutdown_requested(&mut conn, &config.keys(), &busy).await;
+                let _ =
+                    registration::mark_shutdown_requested(&mut conn, &config.keys(), &busy).await;
             }
         }
         let grace = Duration::from_secs(config.worker.shutdown_grace_secs);
@@ -231,7 +295,12 @@ fn spawn_grace_timer(config: Arc<Config>, redis: SharedConnection, slots: Arc<Sl
 
 /// systemd watchdog: pings only while Redis answers on the worker's shared connection;
 /// sends STOPPING once shutdown begins (and keeps pinging through the drain).
-async fn watchdog(notifier: crate::notify::Notifier, redis: SharedConnection, shutdown: Shutdown, stop: CancellationToken) {
+async fn watchdog(
+    notifier: crate::notify::Notifier,
+    redis: SharedConnection,
+    shutdown: Shutdown,
+    stop: CancellationToken,
+) {
     let every = notifier.watchdog_interval();
     let mut stopping_sent = false;
     loop {
@@ -249,7 +318,10 @@ async fn watchdog(notifier: crate::notify::Notifier, redis: SharedConnection, sh
             continue;
         }
         let healthy = match redis.get().await {
-            Ok(mut conn) => redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok(),
+            Ok(mut conn) => redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .is_ok(),
             Err(_) => false,
         };
         if healthy {

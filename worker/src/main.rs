@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "runq-worker", version, about = "Runs RQ jobs from Redis with native and exec task handlers")]
+#[command(
+    name = "runq-worker",
+    version,
+    about = "Runs RQ jobs from Redis with native and exec task handlers"
+)]
 struct Args {
     /// Configuration file (queues.toml). Without one, defaults apply.
     #[arg(long, short = 'c', env = "RUNQ_CONFIG")]
@@ -54,14 +58,19 @@ fn main() -> ExitCode {
         return ExitCode::from(1);
     }
     runq_worker::logging::init(config.worker.log_format == "json", args.verbose);
-    let queues = args.queues.or_else(|| (!args.positional_queues.is_empty()).then_some(args.positional_queues));
+    let queues = args
+        .queues
+        .or_else(|| (!args.positional_queues.is_empty()).then_some(args.positional_queues));
     let opts = WorkerOptions {
         queues,
         concurrency: args.concurrency,
         burst: args.burst,
         name: args.name,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("runq-worker: cannot start the async runtime: {e}");

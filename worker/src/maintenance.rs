@@ -30,7 +30,9 @@ pub async fn run(config: Arc<Config>, redis: SharedConnection, stop: Cancellatio
     loop {
         for q in config.queue_names() {
             match pass(&config, &redis, &q).await {
-                Ok(Some(r)) if r != PassReport::default() => tracing::info!(queue = %q, report = ?r, "maintenance recovered jobs"),
+                Ok(Some(r)) if r != PassReport::default() => {
+                    tracing::info!(queue = %q, report = ?r, "maintenance recovered jobs")
+                }
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(queue = %q, error = %e, "maintenance failed; will retry");
@@ -46,7 +48,11 @@ pub async fn run(config: Arc<Config>, redis: SharedConnection, stop: Cancellatio
 }
 
 /// One pass over one queue; `None` when Python RQ's cleanup holds the queue right now.
-pub async fn pass(config: &Config, redis: &SharedConnection, queue: &str) -> runq_common::Result<Option<PassReport>> {
+pub async fn pass(
+    config: &Config,
+    redis: &SharedConnection,
+    queue: &str,
+) -> runq_common::Result<Option<PassReport>> {
     let now = Stamp::now();
     let python_now = now.at.format("%Y-%m-%d %H:%M:%S%.6f+00:00");
     let abandoned = results::encode_exc_string(&format!(

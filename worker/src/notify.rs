@@ -117,7 +117,10 @@ mod tests {
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
                 .subsec_nanos();
-            let path = std::env::temp_dir().join(format!("runq-notify-{tag}-{}-{nanos}.sock", std::process::id()));
+            let path = std::env::temp_dir().join(format!(
+                "runq-notify-{tag}-{}-{nanos}.sock",
+                std::process::id()
+            ));
             let _ = std::fs::remove_file(&path);
             let sock = UnixDatagram::bind(&path).unwrap();
             sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -45,7 +45,15 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
         tracing::debug!(worker = %worker, job = %job.id, queue = %job.origin, "job started");
         let outcome = execute(&exec_ctx, &job, &running).await;
         watcher.abort();
-        let done = complete::record(&ctx.redis, &ctx.config, &job, &worker, &outcome, &ctx.shutdown).await;
+        let done = complete::record(
+            &ctx.redis,
+            &ctx.config,
+            &job,
+            &worker,
+            &outcome,
+            &ctx.shutdown,
+        )
+        .await;
         ctx.slots.set(slot, None);
         fetch.release(&job.queue);
         let secs = (chrono::Utc::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
@@ -56,7 +64,9 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
             (Outcome::Failure { text, .. }, Some(d)) => {
                 tracing::warn!(worker = %worker, job = %job.id, queue = %job.origin, secs, error = %text, "job {d}")
             }
-            (_, Some(d)) => tracing::warn!(worker = %worker, job = %job.id, queue = %job.origin, secs, "job {d}"),
+            (_, Some(d)) => {
+                tracing::warn!(worker = %worker, job = %job.id, queue = %job.origin, secs, "job {d}")
+            }
             (_, None) => {}
         }
     }

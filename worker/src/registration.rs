@@ -17,10 +17,17 @@ pub struct Identity {
 
 impl Identity {
     pub async fn discover<C: ConnectionLike + Send>(conn: &mut C, queues: Vec<String>) -> Identity {
-        let info: Option<String> = redis::cmd("CLIENT").arg("INFO").query_async(conn).await.ok();
+        let info: Option<String> = redis::cmd("CLIENT")
+            .arg("INFO")
+            .query_async(conn)
+            .await
+            .ok();
         let ip_address = info
             .as_deref()
-            .and_then(|i| i.split_whitespace().find_map(|kv| kv.strip_prefix("laddr=").or(kv.strip_prefix("addr="))))
+            .and_then(|i| {
+                i.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("laddr=").or(kv.strip_prefix("addr=")))
+            })
             .map(|s| s.to_string())
             .unwrap_or_else(|| "unknown".into());
         Identity {
@@ -41,7 +48,11 @@ fn gethostname() -> String {
 }
 
 /// A name is taken when its worker key exists without a `death` field.
-pub async fn taken_names<C: ConnectionLike + Send>(conn: &mut C, keys: &Keys, names: &[String]) -> redis::RedisResult<Vec<String>> {
+pub async fn taken_names<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    names: &[String],
+) -> redis::RedisResult<Vec<String>> {
     let mut pipe = redis::pipe();
     for n in names {
         pipe.exists(keys.worker(n)).hexists(keys.worker(n), "death");
@@ -56,7 +67,13 @@ pub async fn taken_names<C: ConnectionLike + Send>(conn: &mut C, keys: &Keys, na
 }
 
 /// Registers the named slots in one transaction.
-pub async fn register<C: ConnectionLike + Send>(conn: &mut C, keys: &Keys, names: &[String], id: &Identity, ttl: u64) -> redis::RedisResult<()> {
+pub async fn register<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    names: &[String],
+    id: &Identity,
+    ttl: u64,
+) -> redis::RedisResult<()> {
     let now = Stamp::now();
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -91,7 +108,12 @@ pub async fn register<C: ConnectionLike + Send>(conn: &mut C, keys: &Keys, names
 }
 
 /// Sets `state` on every named slot.
-pub async fn set_state<C: ConnectionLike + Send>(conn: &mut C, keys: &Keys, names: &[String], state: &str) -> redis::RedisResult<()> {
+pub async fn set_state<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    names: &[String],
+    state: &str,
+) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for n in names {
         pipe.hset(keys.worker(n), "state", state).ignore();
@@ -100,17 +122,27 @@ pub async fn set_state<C: ConnectionLike + Send>(conn: &mut C, keys: &Keys, name
 }
 
 /// Records `shutdown_requested_date` on the named slots (RQ does it for busy workers).
-pub async fn mark_shutdown_requested<C: ConnectionLike + Send>(conn: &mut C, keys: &Keys, names: &[String]) -> redis::RedisResult<()> {
+pub async fn mark_shutdown_requested<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    names: &[String],
+) -> redis::RedisResult<()> {
     let now = Stamp::now();
     let mut pipe = redis::pipe();
     for n in names {
-        pipe.hset(keys.worker(n), "shutdown_requested_date", &now.text).ignore();
+        pipe.hset(keys.worker(n), "shutdown_requested_date", &now.text)
+            .ignore();
     }
     pipe.query_async(conn).await
 }
 
 /// Death: out of the sets, `death` stamped, key kept 60 s, executions set removed.
-pub async fn deregister<C: ConnectionLike + Send>(conn: &mut C, keys: &Keys, names: &[String], queues: &[String]) -> redis::RedisResult<()> {
+pub async fn deregister<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    names: &[String],
+    queues: &[String],
+) -> redis::RedisResult<()> {
     let now = Stamp::now();
     let mut pipe = redis::pipe();
     pipe.atomic();

@@ -20,7 +20,12 @@ const TICK: Duration = Duration::from_millis(500);
 const ACQUIRE_EVERY: Duration = Duration::from_secs(5);
 
 /// Runs until `stop`, then releases the locks it holds.
-pub async fn run(config: Arc<Config>, redis: SharedConnection, identity: Identity, stop: CancellationToken) {
+pub async fn run(
+    config: Arc<Config>,
+    redis: SharedConnection,
+    identity: Identity,
+    stop: CancellationToken,
+) {
     let keys = config.keys();
     let name = uuid::Uuid::new_v4().simple().to_string();
     let created = Stamp::now();
@@ -112,9 +117,16 @@ async fn release(config: &Config, redis: &SharedConnection, name: &str, held: &B
     let cad = Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0");
     if let Ok(mut conn) = redis.get().await {
         for q in held {
-            let _: redis::RedisResult<i64> = cad.key(keys.scheduler_lock(q)).arg(name).invoke_async(&mut conn).await;
+            let _: redis::RedisResult<i64> = cad
+                .key(keys.scheduler_lock(q))
+                .arg(name)
+                .invoke_async(&mut conn)
+                .await;
         }
-        let _: redis::RedisResult<i64> = redis::cmd("DEL").arg(format!("{}:scheduler:{name}", keys.prefix())).query_async(&mut conn).await;
+        let _: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(format!("{}:scheduler:{name}", keys.prefix()))
+            .query_async(&mut conn)
+            .await;
     }
 }
 

@@ -87,7 +87,9 @@ impl Slots {
 
     /// Every running job with its slot.
     pub fn running(&self) -> Vec<(usize, Running)> {
-        (0..self.len()).filter_map(|i| self.get(i).map(|r| (i, r))).collect()
+        (0..self.len())
+            .filter_map(|i| self.get(i).map(|r| (i, r)))
+            .collect()
     }
 
     pub fn slot_of(&self, worker_name: &str) -> Option<usize> {

@@ -27,7 +27,9 @@ async fn sleep(call: TaskCall) -> TaskResult {
         .arg(0, "seconds")
         .and_then(Value::as_f64)
         .filter(|s| s.is_finite() && *s >= 0.0)
-        .ok_or_else(|| TaskError::bad_argument("runq.tasks.sleep(seconds) needs a non-negative number"))?;
+        .ok_or_else(|| {
+            TaskError::bad_argument("runq.tasks.sleep(seconds) needs a non-negative number")
+        })?;
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
     Ok(call.args.first().cloned().unwrap_or(json!(secs)))
 }
