@@ -31,7 +31,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Enqueue one job; prints the job id alone on the last line.
-    Enqueue(enqueue::EnqueueArgs),
+    Enqueue(Box<enqueue::EnqueueArgs>),
     /// Show one job: status, origin, timestamps, worker, result or failure.
     Job(job::JobArgs),
     /// Queues with their counts and workers with their state, like `rq info`.
@@ -97,7 +97,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Enqueue(a) => enqueue::run(&config, a).await,
+            Command::Enqueue(a) => enqueue::run(&config, *a).await,
             Command::Job(a) => job::run(&config, a).await,
             Command::Info(a) => info::run(&config, a).await,
             Command::Bench(a) => bench::run(&config, a).await,

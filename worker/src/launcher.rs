@@ -185,7 +185,7 @@ pub async fn run(
     notifier.ready();
     notifier.status(&format!("{} slots on {}", slots.len(), queues.join(",")));
     let watchdog = tokio::spawn(watchdog(
-        notifier.clone(),
+        notifier,
         redis.clone(),
         shutdown.clone(),
         background.clone(),
