@@ -341,6 +341,19 @@ impl RedisServer {
         .expect("exc_string decodes")
     }
 
+    /// Waits until something listens on the worker's command channel `rq:pubsub:<name>`.
+    pub fn wait_subscribed(&self, name: &str) {
+        let channel = format!("rq:pubsub:{name}");
+        wait_until(&format!("a subscriber on {channel}"), || {
+            let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query(&mut self.conn())
+                .expect("PUBSUB NUMSUB");
+            n > 0
+        });
+    }
+
     /// Waits until `rq:worker:<name>` is registered in `rq:workers`.
     pub fn wait_worker(&self, name: &str) {
         let key = format!("rq:worker:{name}");
@@ -523,6 +536,29 @@ impl<'a> WorkerCmd<'a> {
         );
         w.logs()
     }
+}
+
+/// Runs `runq-worker ARGS` to completion with no config file added (for start-up
+/// errors); bounded by [`WAIT`].
+pub fn worker_output(redis_url: &str, args: &[&str]) -> Output {
+    let mut child = clean_env(&mut Command::new(bin("runq-worker")))
+        .args(args)
+        .env("REDIS_URL", redis_url)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run runq-worker");
+    if wait_child(&mut child, WAIT).is_none() {
+        let _ = child.kill();
+        panic!("runq-worker {args:?} did not exit within {WAIT:?}");
+    }
+    Output::from(
+        child
+            .wait_with_output()
+            .expect("collect runq-worker output"),
+    )
 }
 
 /// A running (or exited) `runq-worker`; SIGKILLed on drop if still running.
