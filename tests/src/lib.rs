@@ -175,46 +175,37 @@ impl RedisServer {
         for _ in 0..5 {
             let dir = TempDir::new("redis");
             let port = free_port();
-            let log = File::create(dir.path().join("redis.log")).expect("redis log file");
-            let mut child = Command::new("redis-server")
-                .args(["--port", &port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .args(["--daemonize", "no"])
-                .args(["--loglevel", "warning"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::from(log.try_clone().expect("dup log")))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("cannot run redis-server: is it installed and on PATH?");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Some(status) = child.try_wait().expect("try_wait") {
-                    last_error = format!(
-                        "redis-server on port {port} exited with {status}: {}",
-                        std::fs::read_to_string(dir.path().join("redis.log")).unwrap_or_default()
-                    );
-                    break;
-                }
-                if ping(port) {
+            match launch(port, dir.path()) {
+                Ok(child) => {
                     return RedisServer {
                         child,
                         port,
                         _dir: dir,
-                    };
+                    }
                 }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last_error = format!("redis-server on port {port} did not answer PING");
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+                Err(e) => last_error = e,
             }
         }
         panic!("could not start redis-server: {last_error}");
+    }
+
+    /// Kills the server (SIGKILL, data lost) and starts a fresh one on the same port.
+    pub fn restart(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut last_error = String::new();
+        for _ in 0..20 {
+            match launch(self.port, self._dir.path()) {
+                Ok(child) => {
+                    self.child = child;
+                    return;
+                }
+                Err(e) => last_error = e,
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        panic!("could not restart redis-server: {last_error}");
     }
 
     /// The base URL (no DB): what `REDIS_URL` gets.
@@ -360,6 +351,43 @@ impl RedisServer {
         wait_until(&format!("worker {name} to register"), || {
             self.smembers("rq:workers").contains(&key)
         });
+    }
+}
+
+/// Runs `redis-server` on `port` and waits for PING.
+fn launch(port: u16, dir: &Path) -> Result<Child, String> {
+    let log_path = dir.join("redis.log");
+    let log = File::create(&log_path).expect("redis log file");
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .args(["--daemonize", "no"])
+        .args(["--loglevel", "warning"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::from(log.try_clone().expect("dup log")))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("cannot run redis-server: is it installed and on PATH?");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Err(format!(
+                "redis-server on port {port} exited with {status}: {}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            ));
+        }
+        if ping(port) {
+            return Ok(child);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("redis-server on port {port} did not answer PING"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
