@@ -471,3 +471,109 @@ fn rq116_reads_runq_jobs_results_and_workers() {
     w.sigterm();
     assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
 }
+
+#[test]
+fn python_and_runq_workers_share_a_queue_without_running_a_job_twice() {
+    let redis = RedisServer::start();
+    const N: usize = 80;
+    python(
+        Py::Rq3,
+        &redis,
+        r#"
+        from rq import Queue
+        q = Queue('shared', connection=conn)
+        q.enqueue_many([Queue.prepare_data('runq.tasks.sleep', (0.05,), job_id='s%03d' % i) for i in range(80)])
+        "#,
+    );
+    // Python first (alone it needs 4 s for the queue), then runq joins while it works.
+    let dir = TempDir::new("shared");
+    let log = dir.path().join("rq-worker.log");
+    let url = redis.rq_url();
+    let mut py_worker = py_cli_spawn(
+        Py::Rq3,
+        &redis,
+        "rq",
+        &[
+            "worker",
+            "--burst",
+            "-w",
+            "rq.worker.SimpleWorker",
+            "--name",
+            "pyw",
+            "--url",
+            &url,
+            "shared",
+        ],
+        &log,
+    );
+    redis.wait_worker("pyw");
+    let mut runq_worker = WorkerCmd::new(&redis)
+        .args(&[
+            "--queues",
+            "shared",
+            "--concurrency",
+            "3",
+            "--name",
+            "share",
+            "--burst",
+        ])
+        .spawn();
+    assert_eq!(runq_worker.wait_exit(), Some(0), "{}", runq_worker.logs());
+    let status = wait_exit(&mut py_worker);
+    assert!(
+        status.success(),
+        "rq worker: {status}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    let (mut by_runq, mut by_python) = (0, 0);
+    for i in 0..N {
+        let id = format!("s{i:03}");
+        assert_eq!(redis.status(&id).as_deref(), Some("finished"), "{id}");
+        assert_eq!(redis.results(&id).len(), 1, "{id} ran more than once");
+        match redis
+            .hget(&format!("rq:job:{id}"), "worker_name")
+            .unwrap_or_default()
+            .as_str()
+        {
+            "pyw" => by_python += 1,
+            w if w.starts_with("share-") => by_runq += 1,
+            other => panic!("{id} ran on unknown worker {other}"),
+        }
+    }
+    assert!(
+        by_runq > 0 && by_python > 0,
+        "runq ran {by_runq}, Python {by_python}"
+    );
+    assert_eq!(redis.zrange("rq:finished:shared").len(), N);
+    assert!(redis.zrange("rq:wip:shared").is_empty());
+    assert!(redis.lrange("rq:queue:shared").is_empty());
+    assert!(redis.lrange("rq:queue:shared:intermediate").is_empty());
+}
+
+#[test]
+fn rq116_sees_the_current_job_of_a_busy_runq_worker() {
+    let redis = RedisServer::start();
+    let id = enqueue(&redis, &["runq.tasks.sleep", "3", "--queue", "busy"]);
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", "busy", "--concurrency", "1", "--name", "b116"])
+        .spawn();
+    redis.wait_status(&id, "started");
+    let v = python_json(
+        Py::Rq116,
+        &redis,
+        r#"
+        from rq.worker import Worker
+        w = Worker.find_by_key('rq:worker:b116', connection=conn)
+        out({'state': w.get_state(), 'current': w.get_current_job_id(),
+             'job_status': w.get_current_job().get_status()})
+        "#,
+    );
+    assert_eq!(
+        v,
+        json!({"state": "busy", "current": id, "job_status": "started"})
+    );
+    redis.wait_status(&id, "finished");
+    w.sigterm();
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
+}

@@ -572,3 +572,66 @@ fn worker_survives_redis_pause_and_restart() {
     w.sigterm();
     assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
 }
+
+#[test]
+fn runq_requeue_cancel_and_empty_as_python_sees_them() {
+    let redis = RedisServer::start();
+    let failing = enqueue(&redis, &["runq.tasks.fail", "x", "--queue", "ops"]);
+    WorkerCmd::new(&redis)
+        .args(&["--queues", "ops", "--concurrency", "1"])
+        .run_burst();
+    let waiting = enqueue(&redis, &["runq.tasks.noop", "--queue", "ops"]);
+    let doomed = enqueue(&redis, &["runq.tasks.noop", "--queue", "gone"]);
+
+    runq(&redis, &["cancel", &waiting]).ok("runq cancel");
+    let out = runq(&redis, &["cancel", &failing]);
+    assert!(
+        !out.status.success(),
+        "canceling a failed job must be refused: {out:?}"
+    );
+    runq(&redis, &["requeue", "--all", "--queue", "ops"]).ok("runq requeue --all");
+    let out = runq(&redis, &["requeue", &failing]);
+    assert!(
+        !out.status.success(),
+        "a queued job is not in the failed registry: {out:?}"
+    );
+    runq(&redis, &["empty", "gone"]).ok("runq empty");
+
+    let v = python_json(
+        Py::Rq3,
+        &redis,
+        &format!(
+            r#"
+            from rq.job import Job
+            from rq.queue import Queue
+            from rq.registry import CanceledJobRegistry, FailedJobRegistry
+            from rq.exceptions import NoSuchJobError
+            try:
+                Job.fetch('{doomed}', connection=conn)
+                doomed = 'exists'
+            except NoSuchJobError:
+                doomed = 'gone'
+            out({{'waiting': Job.fetch('{waiting}', connection=conn).get_status().value,
+                  'canceled': CanceledJobRegistry('ops', connection=conn).get_job_ids(),
+                  'failing': Job.fetch('{failing}', connection=conn).get_status().value,
+                  'failed': FailedJobRegistry('ops', connection=conn).get_job_ids(),
+                  'queue': Queue('ops', connection=conn).job_ids,
+                  'gone_queue': Queue('gone', connection=conn).job_ids, 'doomed': doomed}})
+            "#
+        ),
+    );
+    assert_eq!(
+        v,
+        json!({"waiting": "canceled", "canceled": [waiting], "failing": "queued", "failed": [],
+               "queue": [failing.clone()], "gone_queue": [], "doomed": "gone"})
+    );
+    WorkerCmd::new(&redis)
+        .args(&["--queues", "ops", "--concurrency", "1"])
+        .run_burst();
+    assert_eq!(
+        redis.results(&failing).len(),
+        2,
+        "the requeued job ran again"
+    );
+    assert_eq!(redis.status(&waiting).as_deref(), Some("canceled"));
+}

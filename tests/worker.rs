@@ -460,3 +460,52 @@ fn enqueue_refuses_bad_job_id_and_zero_timeout() {
     let keys: i64 = redis::cmd("DBSIZE").query(&mut redis.conn()).unwrap();
     assert_eq!(keys, 0, "a refused enqueue wrote to Redis");
 }
+
+#[test]
+fn ghost_ids_are_skipped_and_registries_follow_origin() {
+    let redis = RedisServer::start();
+    let mut c = redis.conn();
+    // An id whose job hash expired or was deleted, then a job whose origin is another queue.
+    let _: () = c.rpush("rq:queue:gh", "ghost").unwrap();
+    let id = enqueue(&redis, &["runq.tasks.echo", "1", "--queue", "elsewhere"]);
+    let _: () = c.del("rq:queue:elsewhere").unwrap();
+    let _: () = c.rpush("rq:queue:gh", &id).unwrap();
+    WorkerCmd::new(&redis)
+        .args(&["--queues", "gh", "--concurrency", "1"])
+        .run_burst();
+    assert!(!redis.exists("rq:job:ghost"), "a ghost id got a job hash");
+    assert!(!redis.exists("rq:results:ghost"));
+    assert_eq!(redis.status(&id).as_deref(), Some("finished"));
+    assert_eq!(redis.zmembers("rq:finished:elsewhere"), vec![id]);
+    assert!(redis.zmembers("rq:finished:gh").is_empty());
+    assert!(redis.lrange("rq:queue:gh").is_empty());
+}
+
+#[test]
+fn duplicate_sigterm_within_a_second_stays_warm() {
+    let redis = RedisServer::start();
+    let id = enqueue(&redis, &["runq.tasks.sleep", "2", "--queue", "dup"]);
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", "dup", "--concurrency", "1"])
+        .spawn();
+    redis.wait_status(&id, "started");
+    w.sigterm();
+    std::thread::sleep(Duration::from_millis(100));
+    w.sigterm();
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
+    assert_eq!(redis.status(&id).as_deref(), Some("finished"));
+}
+
+#[test]
+fn sigint_is_a_warm_shutdown() {
+    let redis = RedisServer::start();
+    let id = enqueue(&redis, &["runq.tasks.sleep", "2", "--queue", "int"]);
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", "int", "--concurrency", "1", "--name", "iw"])
+        .spawn();
+    redis.wait_status(&id, "started");
+    w.signal(libc::SIGINT);
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
+    assert_eq!(redis.status(&id).as_deref(), Some("finished"));
+    assert!(redis.smembers("rq:workers").is_empty());
+}

@@ -604,8 +604,13 @@ impl Worker {
     }
 
     pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Sends `sig` to the (still running) worker.
+    pub fn signal(&self, sig: libc::c_int) {
         assert!(self.status.is_none(), "worker already exited");
-        send_signal(self.pid(), libc::SIGTERM);
+        send_signal(self.pid(), sig);
     }
 
     pub fn kill9(&mut self) {
@@ -756,4 +761,27 @@ pub fn py_cli(py: Py, redis: &RedisServer, script: &str, args: &[&str]) -> Outpu
         .output()
         .expect("run python console script");
     Output::from(out)
+}
+
+/// Starts a console script of the venv in the background, stdout and stderr to `log`.
+pub fn py_cli_spawn(py: Py, redis: &RedisServer, script: &str, args: &[&str], log: &Path) -> Child {
+    let file = File::create(log).expect("python log file");
+    python_command(redis, &py.script(script))
+        .args(args)
+        .stdout(Stdio::from(file.try_clone().expect("dup log")))
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("run python console script")
+}
+
+/// Waits (bounded) for a child to exit and returns its status.
+pub fn wait_exit(child: &mut Child) -> ExitStatus {
+    match wait_child(child, WAIT) {
+        Some(s) => s,
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("process {} did not exit within {WAIT:?}", child.id());
+        }
+    }
 }
