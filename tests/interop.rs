@@ -577,3 +577,64 @@ fn rq116_sees_the_current_job_of_a_busy_runq_worker() {
     w.sigterm();
     assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
 }
+
+#[test]
+fn custom_key_prefix_is_shared_with_python() {
+    let redis = RedisServer::start();
+    let env = [("RQ_KEY_PREFIX", "myrq")];
+    let out = runq_env(
+        &redis.url(),
+        &["enqueue", "runq.tasks.echo", "ours", "--queue", "pq"],
+        &env,
+    )
+    .ok("runq enqueue");
+    let ours = out.last_line().to_string();
+    python_env(
+        Py::Rq3,
+        &redis,
+        "from rq import Queue\nQueue('pq', connection=conn).enqueue('runq.tasks.echo', 'theirs', job_id='py-pre')",
+        &env,
+    );
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", "pq", "--concurrency", "1", "--name", "pre"])
+        .env("RQ_KEY_PREFIX", "myrq")
+        .spawn();
+    redis.wait_field(&format!("myrq:job:{ours}"), "status", "finished");
+    redis.wait_field("myrq:job:py-pre", "status", "finished");
+    let code = format!(
+        r#"
+        from rq.job import Job
+        from rq.queue import Queue
+        from rq.worker import Worker
+        from rq.registry import FinishedJobRegistry
+        out({{'values': [Job.fetch(i, connection=conn).return_value() for i in ['{ours}', 'py-pre']],
+              'finished': sorted(FinishedJobRegistry('pq', connection=conn).get_job_ids()),
+              'queues': [q.name for q in Queue.all(connection=conn)],
+              'workers': [w.name for w in Worker.all(connection=conn)]}})
+        "#
+    );
+    let v: serde_json::Value = serde_json::from_str(
+        python_env(Py::Rq3, &redis, &code, &env)
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    let mut finished = vec![ours.clone(), "py-pre".to_string()];
+    finished.sort();
+    assert_eq!(
+        v,
+        json!({"values": [{"args": ["ours"], "kwargs": {}}, {"args": ["theirs"], "kwargs": {}}],
+               "finished": finished, "queues": ["pq"], "workers": ["pre"]})
+    );
+    redis.wait_channel("myrq:pubsub:pre");
+    python_env(
+        Py::Rq3,
+        &redis,
+        "from rq.command import send_shutdown_command\nsend_shutdown_command(conn, 'pre')",
+        &env,
+    );
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
+    let stray: Vec<String> = redis.conn().keys("rq:*").unwrap();
+    assert!(stray.is_empty(), "keys outside the prefix: {stray:?}");
+}

@@ -20,11 +20,14 @@ fn dependencies_from_python_are_released_by_runq() {
         &redis,
         r#"
         from rq import Queue
+        from rq.job import Dependency
         q = Queue('dq', connection=conn)
         a = q.enqueue('runq.tasks.echo', 'a', job_id='dep-a')
         q.enqueue('runq.tasks.echo', 'b', depends_on=a, job_id='dep-b')
         c = q.enqueue('runq.tasks.fail', 'c', job_id='dep-c')
         q.enqueue('runq.tasks.echo', 'd', depends_on=c, job_id='dep-d')
+        q.enqueue('runq.tasks.echo', 'e', depends_on=Dependency(jobs=[c], allow_failure=True), job_id='dep-e')
+        q.enqueue('runq.tasks.echo', 'f', depends_on=[a, c], job_id='dep-f')
         "#,
     );
     assert_eq!(redis.status("dep-b").as_deref(), Some("deferred"));
@@ -35,6 +38,16 @@ fn dependencies_from_python_are_released_by_runq() {
     assert_eq!(redis.status("dep-b").as_deref(), Some("finished"));
     assert_eq!(redis.status("dep-c").as_deref(), Some("failed"));
     assert_eq!(redis.status("dep-d").as_deref(), Some("deferred"));
+    assert_eq!(
+        redis.status("dep-e").as_deref(),
+        Some("finished"),
+        "allow_failure dependent"
+    );
+    assert_eq!(
+        redis.status("dep-f").as_deref(),
+        Some("deferred"),
+        "one parent failed"
+    );
 
     // runq's own --depends-on: a finished parent lets the child straight through, a
     // deferred one holds it.
@@ -61,7 +74,7 @@ fn dependencies_from_python_are_released_by_runq() {
             "#
         ),
     );
-    let mut deferred = vec!["dep-d".to_string(), held.clone()];
+    let mut deferred = vec!["dep-d".to_string(), "dep-f".to_string(), held.clone()];
     deferred.sort();
     assert_eq!(
         v,
@@ -267,6 +280,7 @@ fn stop_job_and_kill_horse_commands() {
     let stopped = enqueue(&redis, &["runq.tasks.sleep", "30", "--queue", "st"]);
     let killed = enqueue(&redis, &["runq.tasks.sleep", "30", "--queue", "st"]);
     let cli_stopped = enqueue(&redis, &["runq.tasks.sleep", "30", "--queue", "st"]);
+    let exec_stopped = enqueue(&redis, &["runq.tasks.sleep", "30", "--queue", "st"]);
     let after = enqueue(&redis, &["runq.tasks.noop", "--queue", "st"]);
     let mut w = WorkerCmd::new(&redis)
         .args(&["--queues", "st", "--concurrency", "1", "--name", "stw"])
@@ -307,9 +321,21 @@ fn stop_job_and_kill_horse_commands() {
     runq(&redis, &["stop-job", &cli_stopped]).ok("runq stop-job");
     redis.wait_status(&cli_stopped, "stopped");
 
+    redis.wait_status(&exec_stopped, "started");
+    let member = redis.zmembers("rq:wip:st").pop().expect("a started entry");
+    let (_, exec) = member.split_once(':').unwrap();
+    python(
+        Py::Rq3,
+        &redis,
+        &format!(
+            "from rq.command import send_stop_execution_command\nsend_stop_execution_command(conn, '{exec_stopped}', '{exec}')"
+        ),
+    );
+    redis.wait_status(&exec_stopped, "stopped");
+
     // The worker carries on.
     redis.wait_status(&after, "finished");
-    let mut failed = vec![stopped, killed, cli_stopped];
+    let mut failed = vec![stopped, killed, cli_stopped, exec_stopped];
     failed.sort();
     assert_eq!(redis.zmembers("rq:failed:st"), failed);
     let v = python_json(
@@ -634,4 +660,64 @@ fn runq_requeue_cancel_and_empty_as_python_sees_them() {
         "the requeued job ran again"
     );
     assert_eq!(redis.status(&waiting).as_deref(), Some("canceled"));
+}
+
+#[test]
+fn runq_info_counts_match_python() {
+    let redis = RedisServer::start();
+    for args in [
+        &["runq.tasks.noop"][..],
+        &["runq.tasks.noop"],
+        &["runq.tasks.fail", "x"],
+    ] {
+        enqueue(&redis, &[args, &["--queue", "cnt"]].concat());
+    }
+    WorkerCmd::new(&redis)
+        .args(&["--queues", "cnt", "--concurrency", "1"])
+        .run_burst();
+    let failed = redis.zmembers("rq:failed:cnt").pop().unwrap();
+    enqueue(
+        &redis,
+        &["runq.tasks.noop", "--queue", "cnt", "--depends-on", &failed],
+    );
+    enqueue(&redis, &["runq.tasks.noop", "--queue", "cnt", "--in", "1h"]);
+    let canceled = enqueue(&redis, &["runq.tasks.noop", "--queue", "cnt"]);
+    runq(&redis, &["cancel", &canceled]).ok("runq cancel");
+    enqueue(&redis, &["runq.tasks.noop", "--queue", "cnt"]);
+    enqueue(&redis, &["runq.tasks.noop", "--queue", "cnt"]);
+
+    let out = runq(&redis, &["info", "--json"]).ok("runq info --json");
+    let ours: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let python = python_json(
+        Py::Rq3,
+        &redis,
+        r#"
+        from rq.queue import Queue
+        from rq import registry as r
+        q = Queue('cnt', connection=conn)
+        c = lambda cls: cls('cnt', connection=conn).count
+        out({'queued': q.count, 'started': c(r.StartedJobRegistry), 'finished': c(r.FinishedJobRegistry),
+             'failed': c(r.FailedJobRegistry), 'deferred': c(r.DeferredJobRegistry),
+             'scheduled': c(r.ScheduledJobRegistry), 'canceled': c(r.CanceledJobRegistry)})
+        "#,
+    );
+    assert_eq!(
+        python,
+        json!({"queued": 2, "started": 0, "finished": 2, "failed": 1, "deferred": 1, "scheduled": 1, "canceled": 1})
+    );
+    assert_eq!(
+        ours["queues"],
+        json!([{"name": "cnt", "counts": python}]),
+        "{}",
+        out.stdout
+    );
+    let text = runq(&redis, &["info"]).ok("runq info").stdout;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("cnt "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.ends_with("2, 0 executing, 2 finished, 1 failed, 1 deferred, 1 scheduled"),
+        "{line}"
+    );
 }

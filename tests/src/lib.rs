@@ -252,15 +252,20 @@ impl RedisServer {
 
     /// Waits until the job has `status`.
     pub fn wait_status(&self, id: &str, status: &str) {
+        self.wait_field(&format!("rq:job:{id}"), "status", status);
+    }
+
+    /// Waits until hash `key` has `field` = `value`.
+    pub fn wait_field(&self, key: &str, field: &str, value: &str) {
         let deadline = Instant::now() + WAIT;
         loop {
-            let now = self.status(id);
-            if now.as_deref() == Some(status) {
+            let now = self.hget(key, field);
+            if now.as_deref() == Some(value) {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "job {id}: status is {now:?} after {WAIT:?}, expected `{status}`"
+                "{key}: {field} is {now:?} after {WAIT:?}, expected `{value}`"
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -334,11 +339,15 @@ impl RedisServer {
 
     /// Waits until something listens on the worker's command channel `rq:pubsub:<name>`.
     pub fn wait_subscribed(&self, name: &str) {
-        let channel = format!("rq:pubsub:{name}");
+        self.wait_channel(&format!("rq:pubsub:{name}"));
+    }
+
+    /// Waits until `channel` has a subscriber.
+    pub fn wait_channel(&self, channel: &str) {
         wait_until(&format!("a subscriber on {channel}"), || {
             let (_, n): (String, i64) = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
-                .arg(&channel)
+                .arg(channel)
                 .query(&mut self.conn())
                 .expect("PUBSUB NUMSUB");
             n > 0
@@ -461,9 +470,15 @@ fn clean_env(cmd: &mut Command) -> &mut Command {
 
 /// Runs `runq ARGS` against `redis_url` (a base URL, for REDIS_URL).
 pub fn runq_at(redis_url: &str, args: &[&str]) -> Output {
+    runq_env(redis_url, args, &[])
+}
+
+/// Runs `runq ARGS` against `redis_url` with extra environment variables.
+pub fn runq_env(redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
     let out = clean_env(&mut Command::new(bin("runq")))
         .args(args)
         .env("REDIS_URL", redis_url)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
         .expect("run runq");
@@ -504,6 +519,7 @@ pub struct WorkerCmd<'a> {
     redis: &'a RedisServer,
     args: Vec<String>,
     config: String,
+    env: Vec<(String, String)>,
 }
 
 impl<'a> WorkerCmd<'a> {
@@ -512,7 +528,14 @@ impl<'a> WorkerCmd<'a> {
             redis,
             args: Vec::new(),
             config: String::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// An extra environment variable for the worker.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
 
     pub fn args(mut self, args: &[&str]) -> Self {
@@ -538,6 +561,7 @@ impl<'a> WorkerCmd<'a> {
             .args(&self.args)
             .env("REDIS_URL", self.redis.url())
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(File::create(&stdout).expect("worker stdout"))
             .stderr(File::create(&stderr).expect("worker stderr"))
@@ -728,8 +752,14 @@ fn python_command(redis: &RedisServer, program: &Path) -> Command {
 
 /// Runs a Python snippet (dedented, after [`PRELUDE`]); asserts it succeeds; returns stdout.
 pub fn python(py: Py, redis: &RedisServer, code: &str) -> String {
+    python_env(py, redis, code, &[])
+}
+
+/// [`python`] with extra environment variables (e.g. `RQ_KEY_PREFIX`).
+pub fn python_env(py: Py, redis: &RedisServer, code: &str, env: &[(&str, &str)]) -> String {
     let script = format!("{PRELUDE}{}\n", dedent(code));
     let out = python_command(redis, &py.python())
+        .envs(env.iter().copied())
         .arg("-c")
         .arg(&script)
         .output()
