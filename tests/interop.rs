@@ -165,6 +165,26 @@ fn python_sees_runq_worker_slots() {
         "0, 1 executing, 0 finished, 0 failed",
         "{info}"
     );
+    // RQ 3.0's execution records of the running job.
+    let v = python_json(
+        Py::Rq3,
+        &redis,
+        &format!(
+            r#"
+            from rq.job import Job
+            from rq.registry import StartedJobRegistry
+            ex = Job.fetch('{id}', connection=conn).get_executions()
+            reg = StartedJobRegistry('iq', connection=conn)
+            out({{'executions': [[e.job_id, e.worker_name, e.created_at <= e.last_heartbeat] for e in ex],
+                  'registry': reg.get_job_ids(),
+                  'pairs': [list(p) for p in reg.get_job_and_execution_ids()],
+                  'ex_ids': [e.id for e in ex]}})
+            "#
+        ),
+    );
+    assert_eq!(v["executions"], json!([[id, busy_slot, true]]), "{v}");
+    assert_eq!(v["registry"], json!([id]), "{v}");
+    assert_eq!(v["pairs"], json!([[id, v["ex_ids"][0]]]), "{v}");
     redis.wait_status(&id, "finished");
 
     w.sigterm();

@@ -509,3 +509,63 @@ fn sigint_is_a_warm_shutdown() {
     assert_eq!(redis.status(&id).as_deref(), Some("finished"));
     assert!(redis.smembers("rq:workers").is_empty());
 }
+
+#[test]
+fn two_processes_run_every_job_exactly_once() {
+    let redis = RedisServer::start();
+    const N: usize = 1500;
+    let dir = TempDir::new("jobs");
+    let file = dir.path().join("jobs.jsonl");
+    let lines: Vec<String> = (0..N)
+        .map(|i| format!(r#"{{"func": "runq.tasks.echo", "args": [{i}], "queue": "many", "job_id": "m{i:04}"}}"#))
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    runq(&redis, &["enqueue", "--file", file.to_str().unwrap()]).ok("runq enqueue --file");
+    assert_eq!(redis.lrange("rq:queue:many").len(), N);
+
+    let mut a = WorkerCmd::new(&redis)
+        .args(&[
+            "--queues",
+            "many",
+            "--concurrency",
+            "8",
+            "--name",
+            "pa",
+            "--burst",
+        ])
+        .spawn();
+    let mut b = WorkerCmd::new(&redis)
+        .args(&[
+            "--queues",
+            "many",
+            "--concurrency",
+            "8",
+            "--name",
+            "pb",
+            "--burst",
+        ])
+        .spawn();
+    assert_eq!(a.wait_exit(), Some(0), "{}", a.logs());
+    assert_eq!(b.wait_exit(), Some(0), "{}", b.logs());
+
+    assert_eq!(redis.zrange("rq:finished:many").len(), N);
+    assert!(redis.zrange("rq:wip:many").is_empty());
+    assert!(redis.zrange("rq:failed:many").is_empty());
+    let mut c = redis.conn();
+    let mut total = 0;
+    for p in ["pa", "pb"] {
+        for slot in 1..=8 {
+            let n: Option<usize> = c
+                .hget(format!("rq:worker:{p}-{slot}"), "successful_job_count")
+                .unwrap();
+            total += n.unwrap_or(0);
+        }
+    }
+    assert_eq!(total, N, "successful_job_count over all slots");
+    for i in 0..N {
+        let len: usize = c.xlen(format!("rq:results:m{i:04}")).unwrap();
+        assert_eq!(len, 1, "m{i:04} has {len} results");
+    }
+    let v = job_json(&redis, "m0777");
+    assert_eq!(v["return_value"], json!({"args": [777], "kwargs": {}}));
+}
