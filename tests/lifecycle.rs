@@ -415,6 +415,12 @@ fn suspend_and_resume() {
     assert!(redis.exists("rq:suspended"));
     w.sigterm();
     assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
+    // A burst worker on suspended queues exits 0 without taking anything (as RQ does).
+    let held = enqueue(&redis, &["runq.tasks.noop", "--queue", "sus"]);
+    WorkerCmd::new(&redis)
+        .args(&["--queues", "sus", "--concurrency", "1"])
+        .run_burst();
+    assert_eq!(redis.status(&held).as_deref(), Some("queued"));
 }
 
 #[test]

@@ -569,3 +569,68 @@ fn two_processes_run_every_job_exactly_once() {
     let v = job_json(&redis, "m0777");
     assert_eq!(v["return_value"], json!({"args": [777], "kwargs": {}}));
 }
+
+#[test]
+fn job_taken_over_by_rq_cleanup_is_dropped_by_its_old_worker() {
+    let redis = RedisServer::start();
+    let long = enqueue(&redis, &["runq.tasks.sleep", "120", "--queue", "lost"]);
+    let next = enqueue(&redis, &["runq.tasks.noop", "--queue", "lost"]);
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", "lost", "--concurrency", "1", "--name", "lw"])
+        .config("[worker]\nheartbeat_secs = 1\n")
+        .spawn();
+    redis.wait_status(&long, "started");
+    // Freeze the worker, let its deadline lapse and have RQ's cleanup fail the job.
+    w.signal(libc::SIGSTOP);
+    python(
+        Py::Rq3,
+        &redis,
+        r#"
+        from rq.registry import StartedJobRegistry
+        for m in conn.zrange('rq:wip:lost', 0, -1):
+            conn.zadd('rq:wip:lost', {m: 1}, xx=True)
+        StartedJobRegistry('lost', connection=conn).cleanup()
+        "#,
+    );
+    assert_eq!(redis.status(&long).as_deref(), Some("failed"));
+    w.signal(libc::SIGCONT);
+    // The worker notices on its next heartbeat, drops the job and moves on (the job would
+    // otherwise sleep 120 s, beyond any wait here).
+    redis.wait_status(&next, "finished");
+    assert_eq!(redis.status(&long).as_deref(), Some("failed"));
+    let entries = redis.results(&long);
+    assert_eq!(entries.len(), 1, "only RQ's abandoned-job entry");
+    assert!(RedisServer::exc_text(&entries[0])
+        .starts_with("Moved to FailedJobRegistry, due to AbandonedJobError"));
+    assert_eq!(redis.zmembers("rq:failed:lost"), vec![long]);
+    w.sigterm();
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
+}
+
+#[test]
+fn worker_frozen_past_its_key_ttl_registers_again() {
+    let redis = RedisServer::start();
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", "fz", "--concurrency", "2", "--name", "fz"])
+        .config("[worker]\nheartbeat_secs = 1\n")
+        .spawn();
+    redis.wait_worker("fz-1");
+    w.signal(libc::SIGSTOP);
+    wait_until("the worker keys to expire", || {
+        !redis.exists("rq:worker:fz-1") && !redis.exists("rq:worker:fz-2")
+    });
+    w.signal(libc::SIGCONT);
+    wait_until("both slots to register again", || {
+        redis.exists("rq:worker:fz-1") && redis.exists("rq:worker:fz-2")
+    });
+    let v = python_json(
+        Py::Rq3,
+        &redis,
+        "from rq.worker import Worker\nout(sorted(w.name for w in Worker.all(connection=conn)))",
+    );
+    assert_eq!(v, json!(["fz-1", "fz-2"]));
+    let id = enqueue(&redis, &["runq.tasks.noop", "--queue", "fz"]);
+    redis.wait_status(&id, "finished");
+    w.sigterm();
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.logs());
+}
