@@ -531,7 +531,6 @@ fn description_matches_python_call_string() {
 // Failing command: `runq enqueue runq.tasks.echo 1e20 1e-05`, then compare the job's
 // `description` with Python's `Job.fetch(id).get_call_string()`.
 #[test]
-#[ignore = "bug: description renders floats >= 1e16 or < 1e-4 unlike Python repr (1e+20, 1e-05)"]
 fn description_of_exponent_floats_matches_python_call_string() {
     let (ours, python) = description_vs_python(&["1e20", "1e-05", "1.5e300"]);
     assert_eq!(ours, python);

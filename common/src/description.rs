@@ -33,12 +33,7 @@ pub fn py_repr(v: &Value) -> String {
         Value::Bool(false) => "False".into(),
         Value::Number(n) => {
             if n.is_f64() {
-                let f = n.as_f64().unwrap_or(0.0);
-                if f.fract() == 0.0 && f.abs() < 1e16 {
-                    format!("{f:.1}")
-                } else {
-                    format!("{f}")
-                }
+                py_float_repr(n.as_f64().unwrap_or(0.0))
             } else {
                 n.to_string()
             }
@@ -55,6 +50,29 @@ pub fn py_repr(v: &Value) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+    }
+}
+
+/// Python's float `repr`: shortest round-trip digits, exponent form below 1e-4 and from 1e16.
+fn py_float_repr(f: f64) -> String {
+    if f.is_nan() {
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    let a = f.abs();
+    if a != 0.0 && !(1e-4..1e16).contains(&a) {
+        let e = format!("{f:e}");
+        let (mant, exp) = e.split_once('e').unwrap_or((&e, "0"));
+        let exp: i32 = exp.parse().unwrap_or(0);
+        let sign = if exp < 0 { '-' } else { '+' };
+        return format!("{mant}e{sign}{:02}", exp.abs());
+    }
+    if f.fract() == 0.0 {
+        format!("{f:.1}")
+    } else {
+        format!("{f}")
     }
 }
 
@@ -108,6 +126,10 @@ mod tests {
             "{'a': None, 'b': True, 'c': 1.0}"
         );
         assert_eq!(py_repr(&json!("it's")), "\"it's\"");
+        assert_eq!(py_repr(&json!(1e20)), "1e+20");
+        assert_eq!(py_repr(&json!(1e-5)), "1e-05");
+        assert_eq!(py_repr(&json!(1.5e300)), "1.5e+300");
+        assert_eq!(py_repr(&json!(0.5)), "0.5");
     }
 
     #[test]

@@ -136,6 +136,11 @@ pub fn build(config: &Config, a: &EnqueueArgs) -> Result<NewJob, CliError> {
     }
     job.depends_on = a.depends_on.clone();
     job.allow_dependency_failures = a.allow_dependency_failures;
+    if (a.at.is_some() || a.in_.is_some()) && !a.depends_on.is_empty() {
+        return Err(CliError::Usage(
+            "--at/--in cannot be combined with --depends-on (a job waits for its time or for its dependencies, not both)".into(),
+        ));
+    }
     if let Some(at) = &a.at {
         job.schedule_at = Some(args::at_time(at)?);
     }
