@@ -39,6 +39,8 @@ pub struct ExecContext<'a> {
     pub registry: &'a Registry,
     pub default_timeout: i64,
     pub requeue_on_shutdown: bool,
+    /// A cold shutdown cancels the running job.
+    pub shutdown: &'a crate::shutdown::Shutdown,
 }
 
 /// Runs a claimed job to an [`Outcome`].
@@ -89,7 +91,12 @@ pub async fn execute(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) ->
                 "JobTimeoutException: Task exceeded maximum timeout value ({timeout} seconds)"
             ));
         }
-        _ = cancel.cancelled() => {
+        _ = async {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = ctx.shutdown.cold() => running.stop(StopReason::Shutdown),
+            }
+        } => {
             handle.abort();
             return match running.reason() {
                 Some(StopReason::Stopped) => Outcome::Stopped,

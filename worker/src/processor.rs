@@ -5,7 +5,7 @@ use crate::complete;
 use crate::execute::{execute, ExecContext, Outcome};
 use crate::fetch::FetchHandle;
 use crate::shutdown::Shutdown;
-use crate::slots::{Running, Slots, StopReason};
+use crate::slots::{Running, Slots};
 use crate::tasks::Registry;
 use runq_common::config::{Config, InterruptedJobPolicy};
 use runq_common::connect::SharedConnection;
@@ -27,24 +27,13 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
         registry: &ctx.registry,
         default_timeout: ctx.config.worker.default_timeout,
         requeue_on_shutdown: ctx.config.worker.interrupted_jobs == InterruptedJobPolicy::Requeue,
+        shutdown: &ctx.shutdown,
     };
     while let Some(job) = fetch.next(slot).await {
         let running = Running::new(&job.id, &job.exec_id, &job.origin);
         ctx.slots.set(slot, Some(running.clone()));
-        if ctx.shutdown.is_cold() {
-            running.stop(StopReason::Shutdown);
-        }
-        let cold = ctx.shutdown.clone();
-        let watcher = {
-            let running = running.clone();
-            tokio::spawn(async move {
-                cold.cold().await;
-                running.stop(StopReason::Shutdown);
-            })
-        };
         tracing::debug!(worker = %worker, job = %job.id, queue = %job.origin, "job started");
         let outcome = execute(&exec_ctx, &job, &running).await;
-        watcher.abort();
         let done = complete::record(
             &ctx.redis,
             &ctx.config,

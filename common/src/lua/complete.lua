@@ -59,47 +59,13 @@ if outcome == 'requeue' then
 end
 
 redis.call('HINCRBY', wk, 'failed_job_count', 1)
+redis.call('HSET', jk, 'ended_at', now, 'last_heartbeat', now)
 if outcome == 'fail' then
-  local left = tonumber(redis.call('HGET', jk, 'retries_left') or '')
-  if left and left > 0 then
-    local raw = redis.call('HGET', jk, 'retry_intervals')
-    local intervals = {}
-    if raw and raw ~= '' then
-      local okd, decoded = pcall(cjson.decode, raw)
-      if okd and type(decoded) == 'table' then intervals = decoded end
-    end
-    local interval = 0
-    if #intervals > 0 then
-      interval = tonumber(intervals[math.max(#intervals - left, 0) + 1]) or 0
-    end
-    redis.call('HSET', jk, 'retries_left', left - 1, 'ended_at', now, 'last_heartbeat', now)
-    if interval > 0 then
-      redis.call('SADD', P .. ':queues', k_queue(origin))
-      redis.call('HSET', jk, 'status', 'scheduled')
-      redis.call('ZADD', P .. ':scheduled:' .. origin, now_secs + interval, id)
-      return 'scheduled'
-    end
-    push_queued(id, origin, now, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1')
-    return 'retried'
-  end
+  local retried = retry_job(id, origin, now, now_secs)
+  if retried then return retried end
 end
-
 local status = 'failed'
 if outcome == 'stop' then status = 'stopped' end
-local ft_raw = redis.call('HGET', jk, 'failure_ttl')
-local ft = tonumber(ft_raw or '') or default_ft
-redis.call('HSET', jk, 'status', status, 'ended_at', now, 'last_heartbeat', now)
-local score = ft
-if ft > 0 then
-  score = now_secs + ft
-  redis.call('EXPIRE', jk, ft)
-  redis.call('EXPIRE', k_dependents(id), ft)
-  redis.call('EXPIRE', k_dependencies(id), ft)
-end
-redis.call('ZADD', P .. ':failed:' .. origin, score, id)
-local rk = P .. ':results:' .. id
-redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2', 'worker_name', w, 'exc_string', payload,
-  'execution_id', ex, 'execution_started_at', started_epoch, 'execution_ended_at', now_epoch)
-if tonumber(ft_raw or '') and ft > 0 then redis.call('EXPIRE', rk, ft) end
-release_dependents(id, now)
+fail_job(id, origin, status, now, now_secs, default_ft, {'worker_name', w, 'exc_string', payload,
+  'execution_id', ex, 'execution_started_at', started_epoch, 'execution_ended_at', now_epoch})
 return status

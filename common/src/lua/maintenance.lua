@@ -13,53 +13,18 @@ if redis.call('EXISTS', P .. ':clean_registries:' .. q) == 1 then return {'busy'
 redis.call('ZREMRANGEBYSCORE', P .. ':finished:' .. q, 0, now_secs)
 redis.call('ZREMRANGEBYSCORE', P .. ':failed:' .. q, 0, now_secs)
 
-local function fail_job(id, exc)
-  local jk = k_job(id)
-  local ft_raw = redis.call('HGET', jk, 'failure_ttl')
-  local ft = tonumber(ft_raw or '') or default_ft
-  redis.call('HSET', jk, 'status', 'failed', 'ended_at', now)
-  local score = ft
-  if ft > 0 then
-    score = now_secs + ft
-    redis.call('EXPIRE', jk, ft)
-    redis.call('EXPIRE', k_dependents(id), ft)
-    redis.call('EXPIRE', k_dependencies(id), ft)
-  end
-  redis.call('ZADD', P .. ':failed:' .. q, score, id)
-  local rk = P .. ':results:' .. id
-  redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2', 'worker_name', '', 'exc_string', exc)
-  if tonumber(ft_raw or '') and ft > 0 then redis.call('EXPIRE', rk, ft) end
-  release_dependents(id, now)
+local function fail(id, exc)
+  fail_job(id, q, 'failed', now, now_secs, default_ft, {'worker_name', '', 'exc_string', exc})
 end
 
 -- Retry (per retries_left/retry_intervals), requeue or fail one abandoned job.
--- Returns 'retried', 'requeued' or 'failed'.
 local function recover(id, exc)
-  local jk = k_job(id)
-  local left = tonumber(redis.call('HGET', jk, 'retries_left') or '')
-  if left and left > 0 then
-    local raw = redis.call('HGET', jk, 'retry_intervals')
-    local intervals = {}
-    if raw and raw ~= '' then
-      local okd, decoded = pcall(cjson.decode, raw)
-      if okd and type(decoded) == 'table' then intervals = decoded end
-    end
-    local interval = 0
-    if #intervals > 0 then interval = tonumber(intervals[math.max(#intervals - left, 0) + 1]) or 0 end
-    redis.call('HSET', jk, 'retries_left', left - 1)
-    if interval > 0 then
-      redis.call('HSET', jk, 'status', 'scheduled')
-      redis.call('ZADD', P .. ':scheduled:' .. q, now_secs + interval, id)
-    else
-      push_queued(id, q, now, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1')
-    end
-    return 'retried'
-  end
+  if retry_job(id, q, now, now_secs) then return 'retried' end
   if policy == 'requeue' then
     push_queued(id, q, now, true)
     return 'requeued'
   end
-  fail_job(id, exc)
+  fail(id, exc)
   return 'failed'
 end
 
@@ -102,7 +67,7 @@ if #ids > 0 then
         if not seen then
           redis.call('SET', fk, now_epoch, 'EX', 86400)
         elseif tonumber(now_epoch) - tonumber(seen) > 60 then
-          fail_job(id, stuck_exc)
+          fail(id, stuck_exc)
           redis.call('LREM', ikey, 1, id)
           redis.call('DEL', fk)
           stuck = stuck + 1

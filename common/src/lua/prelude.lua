@@ -56,3 +56,53 @@ local function release_dependents(parent_id, now_text)
   end
   return released
 end
+
+-- Retries a failed job per `retries_left`/`retry_intervals` (RQ's get_retry_interval):
+-- back onto its queue, or into the scheduled registry when an interval applies.
+-- Returns 'retried', 'scheduled', or nil when no retries are left.
+local function retry_job(id, origin, now, now_secs)
+  local jk = k_job(id)
+  local left = tonumber(redis.call('HGET', jk, 'retries_left') or '')
+  if not left or left <= 0 then return nil end
+  local raw = redis.call('HGET', jk, 'retry_intervals')
+  local intervals = {}
+  if raw and raw ~= '' then
+    local okd, decoded = pcall(cjson.decode, raw)
+    if okd and type(decoded) == 'table' then intervals = decoded end
+  end
+  local interval = 0
+  if #intervals > 0 then
+    interval = tonumber(intervals[math.max(#intervals - left, 0) + 1]) or 0
+  end
+  redis.call('HSET', jk, 'retries_left', left - 1)
+  if interval > 0 then
+    redis.call('SADD', P .. ':queues', k_queue(origin))
+    redis.call('HSET', jk, 'status', 'scheduled')
+    redis.call('ZADD', P .. ':scheduled:' .. origin, now_secs + interval, id)
+    return 'scheduled'
+  end
+  push_queued(id, origin, now, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1')
+  return 'retried'
+end
+
+-- Records a final failure as RQ does: status (`failed` or `stopped`), failure TTLs,
+-- failed registry (a negative TTL is stored as the score), a FAILED result entry with
+-- `result_fields`, and the release of dependents that allow failures.
+local function fail_job(id, origin, status, now, now_secs, default_ft, result_fields)
+  local jk = k_job(id)
+  local ft_raw = redis.call('HGET', jk, 'failure_ttl')
+  local ft = tonumber(ft_raw or '') or default_ft
+  redis.call('HSET', jk, 'status', status, 'ended_at', now)
+  local score = ft
+  if ft > 0 then
+    score = now_secs + ft
+    redis.call('EXPIRE', jk, ft)
+    redis.call('EXPIRE', k_dependents(id), ft)
+    redis.call('EXPIRE', k_dependencies(id), ft)
+  end
+  redis.call('ZADD', P .. ':failed:' .. origin, score, id)
+  local rk = P .. ':results:' .. id
+  redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2', unpack(result_fields))
+  if tonumber(ft_raw or '') and ft > 0 then redis.call('EXPIRE', rk, ft) end
+  release_dependents(id, now)
+end
