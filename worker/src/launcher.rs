@@ -306,13 +306,20 @@ async fn watchdog(
     loop {
         let tick = every.unwrap_or(Duration::from_secs(3600));
         tokio::select! {
-            _ = tokio::time::sleep(tick) => {}
+            biased;
             _ = shutdown.warm(), if !stopping_sent => {
                 notifier.stopping();
                 stopping_sent = true;
                 continue;
             }
-            _ = stop.cancelled() => return,
+            _ = stop.cancelled() => {
+                // Exiting: STOPPING goes out even when the drain was too quick to see.
+                if !stopping_sent {
+                    notifier.stopping();
+                }
+                return;
+            }
+            _ = tokio::time::sleep(tick) => {}
         }
         if every.is_none() {
             continue;
