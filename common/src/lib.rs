@@ -8,12 +8,14 @@ pub mod description;
 pub mod error;
 pub mod job;
 pub mod keys;
+pub mod nodb;
 pub mod payload;
 pub mod pyjson;
 pub mod results;
 pub mod rq;
 pub mod scripts;
 pub mod serializer;
+pub mod taskspec;
 pub mod timefmt;
 pub mod value;
 

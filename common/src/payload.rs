@@ -94,17 +94,47 @@ pub fn decode(data: &[u8]) -> Result<(SerializerKind, JobCall), PayloadError> {
     Ok((kind, call))
 }
 
+/// Decodes leniently for handlers that pass the payload on untouched (raw exec tasks):
+/// returns the inflated payload and the call, where arguments that name Python classes
+/// or cannot be represented become `null`. Nothing is imported or executed.
+pub fn decode_lenient(data: &[u8]) -> Result<(SerializerKind, JobCall, Vec<u8>), PayloadError> {
+    let raw = inflate(data)?;
+    let first = *raw.first().ok_or(PayloadError::Empty)?;
+    let kind = SerializerKind::detect(&raw).ok_or(PayloadError::Unrecognised(first))?;
+    let call = match kind {
+        SerializerKind::Pickle => decode_pickle_with(&raw, true)?,
+        other => {
+            let v = other
+                .loads(&raw, "payload")
+                .map_err(|detail| PayloadError::Undecodable {
+                    kind: other,
+                    detail,
+                })?;
+            call_from_value(v, other)?
+        }
+    };
+    Ok((kind, call, raw))
+}
+
 fn decode_pickle(raw: &[u8]) -> Result<JobCall, PayloadError> {
+    decode_pickle_with(raw, false)
+}
+
+fn decode_pickle_with(raw: &[u8], lenient: bool) -> Result<JobCall, PayloadError> {
     use serde_pickle::Value as P;
     let kind = SerializerKind::Pickle;
-    let v = serde_pickle::value_from_slice(raw, serde_pickle::DeOptions::new()).map_err(|e| {
-        PayloadError::Undecodable {
+    let options = if lenient {
+        serde_pickle::DeOptions::new().replace_unresolved_globals()
+    } else {
+        serde_pickle::DeOptions::new()
+    };
+    let v =
+        serde_pickle::value_from_slice(raw, options).map_err(|e| PayloadError::Undecodable {
             kind,
             detail: format!(
                 "{e} (runq decodes plain Python values only; it never imports classes)"
             ),
-        }
-    })?;
+        })?;
     let shape = |detail: &str| PayloadError::Shape {
         kind,
         detail: detail.to_string(),
@@ -125,12 +155,26 @@ fn decode_pickle(raw: &[u8]) -> Result<JobCall, PayloadError> {
         Some(P::Tuple(a)) | Some(P::List(a)) => a
             .into_iter()
             .enumerate()
-            .map(|(i, a)| value::from_pickle(a, &format!("argument {i}")))
+            .map(
+                |(i, a)| match value::from_pickle(a, &format!("argument {i}")) {
+                    Err(_) if lenient => Ok(Value::Null),
+                    other => other,
+                },
+            )
             .collect::<Result<Vec<_>, _>>()
             .map_err(|detail| PayloadError::Undecodable { kind, detail })?,
         _ => return Err(shape("args is not a tuple")),
     };
     let kwargs = match it.next() {
+        Some(P::Dict(d)) if lenient => d
+            .into_iter()
+            .filter_map(|(k, v)| match k {
+                serde_pickle::HashableValue::String(k) => {
+                    Some((k.clone(), value::from_pickle(v, &k).unwrap_or(Value::Null)))
+                }
+                _ => None,
+            })
+            .collect(),
         Some(d @ P::Dict(_)) => match value::from_pickle(d, "kwargs") {
             Ok(Value::Object(m)) => m,
             Ok(_) => return Err(shape("kwargs is not a dict")),

@@ -1,13 +1,21 @@
-//! Running one claimed job: validate the hash, decode the payload, find the handler and
-//! run it under the job's timeout and the slot's cancellation. Every failure becomes a
-//! clear one-line text for the job's failure result; nothing here panics on job data.
+//! Running one claimed job: validate the hash, decode the payload, find the task, open
+//! its run (locks, status lines) when it has one, and run the handler under the job's
+//! timeout and the slot's cancellation. Every failure becomes a clear one-line text for
+//! the job's failure result; nothing here panics on job data.
 
 use crate::fetch::Claimed;
+use crate::run::{self, Ending, RunContext, RunServices};
 use crate::slots::{Running, StopReason};
-use crate::tasks::{Registry, TaskCall};
-use runq_common::payload;
+use crate::tasks::table::{Resolved, TaskTable};
+use crate::tasks::{TaskCall, TaskOutput, TaskResult};
+use runq_common::payload::{self, JobCall};
 use runq_common::results;
+use runq_common::taskspec::{ExecMode, Handler};
 use runq_common::SerializerKind;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// How an execution ended, ready for the completion script.
@@ -32,49 +40,160 @@ impl Outcome {
             retry: true,
         }
     }
+
+    /// The one-line reason this outcome is not a success.
+    fn reason(&self) -> &str {
+        match self {
+            Outcome::Success { .. } => "",
+            Outcome::Failure { text, .. } => text,
+            Outcome::Stopped => "JobStopped: stopped by a stop-job command",
+            Outcome::Requeue => "ShutDownImminentException: the worker shut down; requeued",
+            Outcome::Lost => "JobLost: the job was taken over by maintenance",
+        }
+    }
 }
 
 /// What the execution needs besides the job.
 pub struct ExecContext<'a> {
-    pub registry: &'a Registry,
+    pub table: &'a TaskTable,
+    pub run_services: &'a Arc<RunServices>,
     pub default_timeout: i64,
     pub requeue_on_shutdown: bool,
     /// A cold shutdown cancels the running job.
     pub shutdown: &'a crate::shutdown::Shutdown,
 }
 
+/// The decoded job, ready to run.
+struct Prepared {
+    resolved: Arc<Resolved>,
+    serializer: SerializerKind,
+    call: JobCall,
+    payload: Arc<[u8]>,
+}
+
 /// Runs a claimed job to an [`Outcome`].
 pub async fn execute(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) -> Outcome {
-    if let Err(e) = job.hash.validate_for_run() {
-        return Outcome::failure(format!("InvalidJob: {e}"));
-    }
-    let data = match job.hash.data() {
-        Ok(d) => d,
-        Err(e) => return Outcome::failure(format!("InvalidJob: {e}")),
+    let prepared = match prepare(ctx, job) {
+        Ok(p) => p,
+        Err(text) => return Outcome::failure(text),
     };
-    let (serializer, call) = match payload::decode(data) {
-        Ok(decoded) => decoded,
-        Err(e) => return Outcome::failure(e.to_string()),
-    };
-    let Some(task) = ctx.registry.get(&call.func_name) else {
-        return Outcome::failure(format!(
-            "UnknownFunction: no handler is registered for `{}` in this runq-worker",
-            call.func_name
-        ));
-    };
-    let timeout = match job.hash.timeout() {
-        Ok(Some(t)) => t,
+    let spec = &prepared.resolved.spec;
+    let timeout = match (spec.timeout, job.hash.timeout()) {
+        (Some(t), _) => t,
+        (None, Ok(Some(t))) => t,
         _ => ctx.default_timeout,
     };
+    let run = if spec.has_run_state() {
+        let Some(runid) = spec.runid(&prepared.call.args, &prepared.call.kwargs) else {
+            return Outcome::failure(format!(
+                "TypeError: {} needs a runid string in argument `{}`",
+                spec.name,
+                spec.runid_arg.as_deref().unwrap_or("")
+            ));
+        };
+        match run::open(ctx.run_services, spec, &job.id, runid, running).await {
+            Ok(r) => Some(r),
+            Err(text) => return Outcome::failure(text),
+        }
+    } else {
+        None
+    };
+    let mut outcome = run_handler(ctx, job, running, &prepared, run.clone(), timeout).await;
+    if let Some(run) = run {
+        if let (Outcome::Success { .. }, Some(why)) = (&outcome, run.lock_lost()) {
+            outcome = Outcome::failure(why);
+        }
+        let ending = match &outcome {
+            Outcome::Success { .. } => Ending::Success,
+            other => Ending::Failure(other.reason()),
+        };
+        run::finish(&run, spec, ending).await;
+    }
+    outcome
+}
+
+/// Validates the hash, decodes the payload and finds the task. A raw exec task gets its
+/// payload untouched even when runq cannot represent its arguments.
+fn prepare(ctx: &ExecContext<'_>, job: &Claimed) -> Result<Prepared, String> {
+    job.hash
+        .validate_for_run()
+        .map_err(|e| format!("InvalidJob: {e}"))?;
+    let data = job.hash.data().map_err(|e| format!("InvalidJob: {e}"))?;
+    let unknown = |name: &str| {
+        format!("UnknownFunction: no handler is registered for `{name}` in this runq-worker")
+    };
+    let passes_raw = |r: &Resolved| {
+        matches!(
+            r.spec.handler,
+            Handler::Exec {
+                mode: ExecMode::Raw,
+                ..
+            }
+        )
+    };
+    match payload::decode(data) {
+        Ok((serializer, call)) => {
+            let resolved = ctx
+                .table
+                .get(&call.func_name)
+                .ok_or_else(|| unknown(&call.func_name))?;
+            let payload: Arc<[u8]> = if passes_raw(&resolved) {
+                payload::inflate(data).map_err(|e| e.to_string())?.into()
+            } else {
+                Arc::from(Vec::new())
+            };
+            Ok(Prepared {
+                resolved,
+                serializer,
+                call,
+                payload,
+            })
+        }
+        Err(strict) => {
+            let Ok((serializer, call, raw)) = payload::decode_lenient(data) else {
+                return Err(strict.to_string());
+            };
+            match ctx.table.get(&call.func_name) {
+                Some(resolved) if passes_raw(&resolved) => Ok(Prepared {
+                    resolved,
+                    serializer,
+                    call,
+                    payload: raw.into(),
+                }),
+                _ => Err(strict.to_string()),
+            }
+        }
+    }
+}
+
+/// Takes the run's locks and runs the handler, racing the timeout and cancellation.
+async fn run_handler(
+    ctx: &ExecContext<'_>,
+    job: &Claimed,
+    running: &Running,
+    prepared: &Prepared,
+    run: Option<Arc<RunContext>>,
+    timeout: i64,
+) -> Outcome {
     let cancel = running.cancel_token();
     let call = TaskCall {
         job_id: job.id.clone(),
-        func_name: call.func_name,
-        args: call.args,
-        kwargs: call.kwargs,
+        func_name: prepared.call.func_name.clone(),
+        args: prepared.call.args.clone(),
+        kwargs: prepared.call.kwargs.clone(),
         cancel: cancel.clone(),
+        payload: prepared.payload.clone(),
+        serializer: prepared.serializer,
+        run: run.clone(),
     };
-    let mut handle = tokio::spawn(task.run(call));
+    let task = prepared.resolved.task.clone();
+    let spec = &prepared.resolved.spec;
+    let work = async {
+        if let Some(run) = &run {
+            run::take_locks(run, spec).await?;
+        }
+        Ok::<_, String>(AbortOnDrop(tokio::spawn(task.run(call))).await)
+    };
     let limit = async {
         if timeout > 0 {
             tokio::time::sleep(Duration::from_secs(timeout as u64)).await
@@ -83,9 +202,8 @@ pub async fn execute(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) ->
         }
     };
     let result = tokio::select! {
-        r = &mut handle => r,
+        r = work => r,
         _ = limit => {
-            handle.abort();
             cancel.cancel();
             return Outcome::failure(format!(
                 "JobTimeoutException: Task exceeded maximum timeout value ({timeout} seconds)"
@@ -97,50 +215,85 @@ pub async fn execute(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) ->
                 _ = ctx.shutdown.cold() => running.stop(StopReason::Shutdown),
             }
         } => {
-            handle.abort();
-            return match running.reason() {
-                Some(StopReason::Stopped) => Outcome::Stopped,
-                Some(StopReason::Killed) => Outcome::Failure {
-                    text: "Work-horse terminated unexpectedly; the job was killed by a kill-horse command".into(),
-                    retry: true,
-                },
-                Some(StopReason::Lost) => Outcome::Lost,
-                Some(StopReason::Shutdown) | None => {
-                    if ctx.requeue_on_shutdown {
-                        Outcome::Requeue
-                    } else {
-                        Outcome::Failure { text: "ShutDownImminentException: the worker shut down cold while the job ran".into(), retry: true }
-                    }
-                }
-            };
+            return cancelled_outcome(ctx, running, run.as_deref());
         }
     };
     match result {
-        Ok(Ok(value)) => Outcome::Success {
-            return_value: encode_return(serializer, &value),
+        Err(lock_error) => Outcome::failure(lock_error),
+        Ok(Ok(Ok(output))) => Outcome::Success {
+            return_value: encode_return(prepared.serializer, output),
         },
-        Ok(Err(e)) => Outcome::failure(e.to_string()),
-        Err(join) if join.is_panic() => Outcome::failure(format!(
+        Ok(Ok(Err(e))) => Outcome::failure(e.to_string()),
+        Ok(Err(join)) if join.is_panic() => Outcome::failure(format!(
             "TaskPanic: the handler for `{}` panicked: {}",
             job.id,
             panic_text(join)
         )),
-        Err(_) => Outcome::failure("TaskCancelled: the handler was cancelled"),
+        Ok(Err(_)) => Outcome::failure("TaskCancelled: the handler was cancelled"),
+    }
+}
+
+fn cancelled_outcome(
+    ctx: &ExecContext<'_>,
+    running: &Running,
+    run: Option<&RunContext>,
+) -> Outcome {
+    match running.reason() {
+        Some(StopReason::Stopped) => Outcome::Stopped,
+        Some(StopReason::Killed) => Outcome::Failure {
+            text: "Work-horse terminated unexpectedly; the job was killed by a kill-horse command"
+                .into(),
+            retry: true,
+        },
+        Some(StopReason::Lost) => Outcome::Lost,
+        Some(StopReason::LockLost) => Outcome::failure(
+            run.and_then(RunContext::lock_lost)
+                .unwrap_or_else(|| "NoDbLockLost: a NoDb lock of the task was lost".into()),
+        ),
+        Some(StopReason::Shutdown) | None => {
+            if ctx.requeue_on_shutdown {
+                Outcome::Requeue
+            } else {
+                Outcome::Failure {
+                    text: "ShutDownImminentException: the worker shut down cold while the job ran"
+                        .into(),
+                    retry: true,
+                }
+            }
+        }
+    }
+}
+
+/// A spawned handler that is aborted when its awaiting future is dropped (timeout,
+/// stop-job, lost lock, cold shutdown).
+struct AbortOnDrop(tokio::task::JoinHandle<TaskResult>);
+
+impl Future for AbortOnDrop {
+    type Output = Result<TaskResult, tokio::task::JoinError>;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx)
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 /// Base64 of the serialized return value; empty for None (RQ omits the field).
-fn encode_return(serializer: SerializerKind, value: &serde_json::Value) -> String {
-    if value.is_null() {
-        return String::new();
-    }
-    let bytes = serializer.dumps(value).unwrap_or_else(|_| {
-        serializer
-            .dumps(&serde_json::Value::String(
-                "Unserializable return value".into(),
-            ))
-            .unwrap_or_default()
-    });
+fn encode_return(serializer: SerializerKind, output: TaskOutput) -> String {
+    let bytes = match output {
+        TaskOutput::Serialized(bytes) => bytes,
+        TaskOutput::Value(serde_json::Value::Null) => return String::new(),
+        TaskOutput::Value(value) => serializer.dumps(&value).unwrap_or_else(|_| {
+            serializer
+                .dumps(&serde_json::Value::String(
+                    "Unserializable return value".into(),
+                ))
+                .unwrap_or_default()
+        }),
+    };
     results::encode_return_value(&bytes)
 }
 

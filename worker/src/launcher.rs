@@ -10,9 +10,12 @@ use crate::heartbeat;
 use crate::maintenance;
 use crate::processor::{self, ProcessorContext};
 use crate::registration::{self, Identity};
+use crate::run::keeper::LockKeeper;
+use crate::run::RunServices;
 use crate::scheduler;
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
+use crate::tasks::table::TaskTable;
 use crate::tasks::Registry;
 use runq_common::config::{Config, QueueConfig};
 use runq_common::connect::{self, SharedConnection};
@@ -44,6 +47,8 @@ pub enum LaunchError {
     Redis(#[from] redis::RedisError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    Tasks(String),
 }
 
 /// Applies the command-line options to the configuration.
@@ -83,6 +88,7 @@ pub async fn run(
     registry: Registry,
 ) -> Result<(), LaunchError> {
     let config = Arc::new(apply_options(config, &opts)?);
+    let table = TaskTable::build(&config, &registry).map_err(LaunchError::Tasks)?;
     let keys = config.keys();
     let queues = config.queue_names();
     let mut probe = connect::ping(&config, config.redis.db.rq).await?;
@@ -119,6 +125,9 @@ pub async fn run(
         config.redis.db.rq,
         config.worker.concurrency + 4,
     )?);
+
+    let run_services = Arc::new(run_services(&config)?);
+    let keeper = tokio::spawn(run_services.keeper.clone().run(background.clone()));
 
     let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
     let commands = tokio::spawn(commands::run(
@@ -172,7 +181,8 @@ pub async fn run(
     let ctx = Arc::new(ProcessorContext {
         config: config.clone(),
         redis: redis.clone(),
-        registry,
+        table,
+        run_services,
         slots: slots.clone(),
         shutdown: shutdown.clone(),
     });
@@ -209,6 +219,7 @@ pub async fn run(
         let _ = s.await;
     }
     let _ = commands.await;
+    let _ = keeper.await;
     match redis.get().await {
         Ok(mut conn) => {
             if let Err(e) = registration::deregister(&mut conn, &keys, &slots.names, &queues).await
@@ -222,6 +233,24 @@ pub async fn run(
     }
     tracing::info!("runq-worker stopped");
     Ok(())
+}
+
+/// Connections and shared state for NoDb run state (DB 0, 2, 13, 15); connected lazily.
+fn run_services(config: &Config) -> Result<RunServices, LaunchError> {
+    let db = &config.redis.db;
+    let pool = |n: u16| -> Result<SharedConnection, LaunchError> {
+        Ok(SharedConnection::new(connect::pool(config, n, 4)?))
+    };
+    let lock_db = pool(db.lock)?;
+    Ok(RunServices {
+        keeper: LockKeeper::new(pool(db.lock)?),
+        lock_db,
+        status_db: pool(db.status)?,
+        cache_db: pool(db.nodb_cache)?,
+        loglevel_db: pool(db.log_level)?,
+        documents: Default::default(),
+        runs_dir: config.worker.runs_dir.clone(),
+    })
 }
 
 /// First SIGTERM/SIGINT: warm shutdown. A second one (at least 1 s later, as RQ does, to

@@ -17,10 +17,12 @@ pub mod maintenance;
 pub mod notify;
 pub mod processor;
 pub mod registration;
+pub mod run;
 pub mod scheduler;
 pub mod shutdown;
 pub mod slots;
 pub mod tasks;
 
 pub use launcher::{run, WorkerOptions};
-pub use tasks::{Registry, Task, TaskCall, TaskError};
+pub use run::RunContext;
+pub use tasks::{Registry, Task, TaskCall, TaskError, TaskOutput};

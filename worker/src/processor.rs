@@ -4,9 +4,10 @@
 use crate::complete;
 use crate::execute::{execute, ExecContext, Outcome};
 use crate::fetch::FetchHandle;
+use crate::run::RunServices;
 use crate::shutdown::Shutdown;
 use crate::slots::{Running, Slots};
-use crate::tasks::Registry;
+use crate::tasks::table::TaskTable;
 use runq_common::config::{Config, InterruptedJobPolicy};
 use runq_common::connect::SharedConnection;
 use std::sync::Arc;
@@ -15,7 +16,8 @@ use std::sync::Arc;
 pub struct ProcessorContext {
     pub config: Arc<Config>,
     pub redis: SharedConnection,
-    pub registry: Registry,
+    pub table: TaskTable,
+    pub run_services: Arc<RunServices>,
     pub slots: Arc<Slots>,
     pub shutdown: Shutdown,
 }
@@ -24,7 +26,8 @@ pub struct ProcessorContext {
 pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandle) {
     let worker = ctx.slots.names[slot].clone();
     let exec_ctx = ExecContext {
-        registry: &ctx.registry,
+        table: &ctx.table,
+        run_services: &ctx.run_services,
         default_timeout: ctx.config.worker.default_timeout,
         requeue_on_shutdown: ctx.config.worker.interrupted_jobs == InterruptedJobPolicy::Requeue,
         shutdown: &ctx.shutdown,

@@ -15,6 +15,9 @@ pub enum StopReason {
     Shutdown,
     /// The started-registry entry vanished (maintenance or an operator took the job).
     Lost,
+    /// One of the job's NoDb locks was lost (cleared, taken or not renewable): the job
+    /// fails with the fence's reason.
+    LockLost,
 }
 
 /// One job running in a slot.

@@ -13,12 +13,12 @@ pub fn register(r: &mut Registry) {
 
 /// Returns None.
 async fn noop(_: TaskCall) -> TaskResult {
-    Ok(Value::Null)
+    Ok(Value::Null.into())
 }
 
 /// Returns `{"args": [...], "kwargs": {...}}`.
 async fn echo(call: TaskCall) -> TaskResult {
-    Ok(json!({"args": call.args, "kwargs": call.kwargs}))
+    Ok(json!({"args": call.args, "kwargs": call.kwargs}).into())
 }
 
 /// `sleep(seconds)`: sleeps, returns the seconds slept.
@@ -31,7 +31,7 @@ async fn sleep(call: TaskCall) -> TaskResult {
             TaskError::bad_argument("runq.tasks.sleep(seconds) needs a non-negative number")
         })?;
     tokio::time::sleep(Duration::from_secs_f64(secs)).await;
-    Ok(call.args.first().cloned().unwrap_or(json!(secs)))
+    Ok(call.args.first().cloned().unwrap_or(json!(secs)).into())
 }
 
 /// `fail(message)`: fails with that message.

@@ -1,7 +1,11 @@
-//! Task handlers: the [`Task`] trait, the [`Registry`] that maps RQ function names to
-//! handlers, and the values a handler receives and returns.
+//! Task handlers: the [`Task`] trait, the [`Registry`] of native handlers by name, and
+//! the values a handler receives and returns. [`table`] resolves a job's function name
+//! to its handler and run-state spec.
 
 pub mod builtin;
+pub mod demo;
+pub mod exec;
+pub mod table;
 
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -10,6 +14,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
+
+pub use crate::run::RunContext;
+pub use runq_common::SerializerKind;
 
 /// What a handler gets for one job.
 #[derive(Debug, Clone)]
@@ -21,6 +28,13 @@ pub struct TaskCall {
     /// Cancelled when the job is stopped, times out or the worker shuts down cold.
     /// Handlers are also dropped at that point; the token serves cooperative cleanup.
     pub cancel: CancellationToken,
+    /// The job's payload as stored (inflated), for handlers that pass it on untouched.
+    pub payload: Arc<[u8]>,
+    /// The serializer the payload was written with; results are stored with it.
+    pub serializer: SerializerKind,
+    /// The run this job works on (runid, held NoDb locks, status lines, documents),
+    /// when its task names a runid argument.
+    pub run: Option<Arc<RunContext>>,
 }
 
 impl TaskCall {
@@ -56,7 +70,22 @@ impl fmt::Display for TaskError {
     }
 }
 
-pub type TaskResult = Result<Value, TaskError>;
+/// What a handler returns.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskOutput {
+    /// A value; the worker serializes it with the job's serializer (None is omitted).
+    Value(Value),
+    /// Bytes already serialized with the job's serializer (an exec child's pickle).
+    Serialized(Vec<u8>),
+}
+
+impl From<Value> for TaskOutput {
+    fn from(v: Value) -> Self {
+        TaskOutput::Value(v)
+    }
+}
+
+pub type TaskResult = Result<TaskOutput, TaskError>;
 pub type TaskFuture = Pin<Box<dyn Future<Output = TaskResult> + Send>>;
 
 /// A native task handler.

@@ -1,0 +1,282 @@
+//! The process's NoDb lock keeper: takes locks for jobs (in-process waiters queue FIFO
+//! per lock key, so only the head of the queue polls Redis), and renews every held lock
+//! in one batched compare-token-and-extend round trip, each lock every TTL/3. A lock
+//! whose renewal finds it gone or taken, or that could not be renewed before its lease
+//! would run out (Redis unreachable or paused), is lost: its job's [`Fence`] trips,
+//! which refuses the job's writes and cancels it at once.
+
+use super::fence::Fence;
+use runq_common::connect::SharedConnection;
+use runq_common::nodb::lock::{self, Lease, LockError, TokenCheck};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio_util::sync::CancellationToken;
+
+/// How often the keeper looks at its leases while it holds any.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A lock held for a job, until [`LockKeeper::release`].
+pub struct HeldLock {
+    id: u64,
+    pub lease: Lease,
+    _queue_turn: OwnedMutexGuard<()>,
+}
+
+struct Entry {
+    id: u64,
+    lease: Lease,
+    confirmed_at: Instant,
+    fence: Arc<Fence>,
+}
+
+#[derive(Default)]
+struct Inner {
+    held: Mutex<Vec<Entry>>,
+    queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    next_id: AtomicU64,
+    wake: Notify,
+    renewals: AtomicU64,
+}
+
+/// Cloneable handle on the keeper.
+#[derive(Clone)]
+pub struct LockKeeper {
+    conn: SharedConnection,
+    inner: Arc<Inner>,
+}
+
+/// Seconds before a lease would expire at which an unrenewed lock counts as lost.
+fn safety_margin(ttl: u64) -> Duration {
+    Duration::from_secs(ttl)
+        .mul_f64(0.25)
+        .max(Duration::from_millis(200))
+}
+
+impl LockKeeper {
+    pub fn new(conn: SharedConnection) -> LockKeeper {
+        LockKeeper {
+            conn,
+            inner: Default::default(),
+        }
+    }
+
+    /// Locks renewed so far (for metrics and tests).
+    pub fn renewals(&self) -> u64 {
+        self.inner.renewals.load(Ordering::Relaxed)
+    }
+
+    /// Takes `lease`, waiting up to `wait` (first behind earlier waiters of this process,
+    /// then on Redis with jittered backoff). The lock is renewed until released; losing
+    /// it trips `fence`. Returns the lock and the seconds spent waiting.
+    pub async fn acquire(
+        &self,
+        lease: Lease,
+        wait: Duration,
+        fence: Arc<Fence>,
+    ) -> Result<(HeldLock, f64), LockError> {
+        let start = Instant::now();
+        let queue = {
+            let mut queues = self.inner.queues.lock().expect("lock queues");
+            queues.retain(|_, q| Arc::strong_count(q) > 1);
+            queues.entry(lease.key.clone()).or_default().clone()
+        };
+        let turn = match tokio::time::timeout(wait, queue.lock_owned()).await {
+            Ok(turn) => turn,
+            Err(_) => {
+                let mut conn = self.conn.get().await.map_err(connection_error)?;
+                let holder = match lock::try_acquire(&mut conn, &lease).await? {
+                    None => {
+                        // Free after all; but this process queues it: give it back.
+                        lock::release(&mut conn, &lease).await?;
+                        "another job of this process".to_string()
+                    }
+                    Some(h) => h.describe(),
+                };
+                return Err(LockError::Held {
+                    key: lease.key.clone(),
+                    holder,
+                    waited_secs: start.elapsed().as_secs_f64(),
+                });
+            }
+        };
+        let left = wait.saturating_sub(start.elapsed());
+        let mut conn = self.conn.get().await.map_err(connection_error)?;
+        let mut lease = lease;
+        lease.acquired_at = lock::now_secs();
+        match lock::acquire_waiting(&mut conn, &lease, left).await {
+            Ok(_) => {}
+            Err(LockError::Held { key, holder, .. }) => {
+                return Err(LockError::Held {
+                    key,
+                    holder,
+                    waited_secs: start.elapsed().as_secs_f64(),
+                })
+            }
+            Err(e) => {
+                self.conn.reset().await;
+                return Err(e);
+            }
+        }
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        self.inner.held.lock().expect("held locks").push(Entry {
+            id,
+            lease: lease.clone(),
+            confirmed_at: Instant::now(),
+            fence,
+        });
+        self.inner.wake.notify_one();
+        Ok((
+            HeldLock {
+                id,
+                lease,
+                _queue_turn: turn,
+            },
+            start.elapsed().as_secs_f64(),
+        ))
+    }
+
+    /// Stops renewing and releases with compare-token-and-delete.
+    pub async fn release(&self, held: HeldLock) -> Result<TokenCheck, String> {
+        self.inner
+            .held
+            .lock()
+            .expect("held locks")
+            .retain(|e| e.id != held.id);
+        let mut conn = self.conn.get().await.map_err(|e| e.to_string())?;
+        let r = lock::release(&mut conn, &held.lease).await;
+        if r.is_err() {
+            self.conn.reset().await;
+        }
+        r.map_err(|e| e.to_string())
+    }
+
+    /// Renews until `stop` is cancelled.
+    pub async fn run(self, stop: CancellationToken) {
+        loop {
+            let idle = self.inner.held.lock().expect("held locks").is_empty();
+            if idle {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = self.inner.wake.notified() => continue,
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(TICK) => {}
+            }
+            self.tick().await;
+        }
+    }
+
+    /// Renews the leases that are due, then trips the fences of any lease that could not
+    /// be confirmed in time.
+    async fn tick(&self) {
+        let now = Instant::now();
+        let due: Vec<(u64, Lease)> = self
+            .inner
+            .held
+            .lock()
+            .expect("held locks")
+            .iter()
+            .filter(|e| now >= e.confirmed_at + Duration::from_secs(e.lease.ttl) / 3)
+            .map(|e| (e.id, e.lease.clone()))
+            .collect();
+        if !due.is_empty() {
+            let budget = due
+                .iter()
+                .map(|(_, l)| Duration::from_secs(l.ttl) / 3)
+                .min()
+                .unwrap_or(TICK)
+                .max(TICK);
+            let sent_at = Instant::now();
+            let answers = tokio::time::timeout(budget, async {
+                let mut conn = self.conn.get().await.map_err(|e| e.to_string())?;
+                let refs: Vec<&Lease> = due.iter().map(|(_, l)| l).collect();
+                lock::renew(&mut conn, &refs)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            match answers {
+                Ok(Ok(answers)) => self.apply(&due, &answers, sent_at),
+                Ok(Err(e)) => {
+                    self.conn.reset().await;
+                    tracing::warn!(error = %e, locks = due.len(), "could not renew NoDb locks; retrying");
+                }
+                Err(_) => {
+                    self.conn.reset().await;
+                    tracing::warn!(locks = due.len(), "NoDb lock renewal timed out; retrying");
+                }
+            }
+        }
+        self.expire_unconfirmed();
+    }
+
+    fn apply(&self, due: &[(u64, Lease)], answers: &[TokenCheck], sent_at: Instant) {
+        let mut held = self.inner.held.lock().expect("held locks");
+        let mut lost = Vec::new();
+        for ((id, lease), answer) in due.iter().zip(answers) {
+            let Some(pos) = held.iter().position(|e| e.id == *id) else {
+                continue;
+            };
+            match answer {
+                TokenCheck::Ok => {
+                    held[pos].confirmed_at = sent_at;
+                    self.inner.renewals.fetch_add(1, Ordering::Relaxed);
+                }
+                TokenCheck::Gone => lost.push((
+                    held.remove(pos),
+                    format!(
+                        "NoDb lock {} was lost while the task ran: it was cleared or expired",
+                        lease.key
+                    ),
+                )),
+                TokenCheck::Held(owner) => lost.push((
+                    held.remove(pos),
+                    format!(
+                        "NoDb lock {} was lost while the task ran: it is now held by {owner}",
+                        lease.key
+                    ),
+                )),
+            }
+        }
+        drop(held);
+        for (entry, why) in lost {
+            tracing::warn!(lock = %entry.lease.key, "{why}");
+            entry.fence.trip(why);
+        }
+    }
+
+    /// Trips the fence of every lease not confirmed within `ttl - margin`: its key may
+    /// expire in Redis any moment, so the job must stop before someone else can take it.
+    fn expire_unconfirmed(&self) {
+        let now = Instant::now();
+        let mut held = self.inner.held.lock().expect("held locks");
+        let mut lost = Vec::new();
+        held.retain(|e| {
+            let ttl = Duration::from_secs(e.lease.ttl);
+            let limit = e.confirmed_at + ttl.saturating_sub(safety_margin(e.lease.ttl));
+            if now >= limit {
+                lost.push((e.fence.clone(), e.lease.key.clone()));
+                false
+            } else {
+                true
+            }
+        });
+        drop(held);
+        for (fence, key) in lost {
+            let why = format!(
+                "NoDb lock {key} was lost while the task ran: it could not be renewed before its lease ran out (Redis unreachable)"
+            );
+            tracing::warn!(lock = %key, "{why}");
+            fence.trip(why);
+        }
+    }
+}
+
+fn connection_error(e: runq_common::Error) -> LockError {
+    LockError::Connection(e.to_string())
+}
