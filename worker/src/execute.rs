@@ -91,7 +91,14 @@ pub async fn execute(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) ->
                 spec.runid_arg.as_deref().unwrap_or("")
             ));
         };
-        match run::open(ctx.run_services, spec, &job.id, runid, running).await {
+        let ticket = job
+            .hash
+            .datetime("enqueued_at")
+            .ok()
+            .flatten()
+            .map(|t| t.timestamp_micros())
+            .unwrap_or(i64::MAX);
+        match run::open(ctx.run_services, spec, &job.id, runid, ticket, running).await {
             Ok(r) => Some(r),
             Err(text) => return Outcome::failure(text),
         }

@@ -39,6 +39,10 @@ pub struct RunContext {
     pub(super) channel: Option<String>,
     pub(super) wd: Result<PathBuf, String>,
     pub(super) level: u8,
+    /// The place in this process's line for the task's first lock (see `take_locks`).
+    pub(super) places: std::sync::Mutex<Vec<super::turns::Place>>,
+    /// The job's enqueue time in µs: its order in this process's lock lines.
+    pub(super) ticket: i64,
     pub(super) fence: Arc<Fence>,
     pub(super) held: std::sync::Mutex<Vec<HeldLock>>,
     /// Leases being acquired: released by token at the end even if the acquire was cut

@@ -6,13 +6,14 @@
 //! which refuses the job's writes and cancels it at once.
 
 use super::fence::Fence;
+use super::turns::{Place, Turn, Turns};
 use runq_common::connect::SharedConnection;
 use runq_common::nodb::lock::{self, Lease, LockError, TokenCheck};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Notify, OwnedMutexGuard};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How often the keeper looks at its leases while it holds any.
@@ -22,7 +23,7 @@ const TICK: Duration = Duration::from_millis(100);
 pub struct HeldLock {
     id: u64,
     pub lease: Lease,
-    _queue_turn: OwnedMutexGuard<()>,
+    _turn: Turn,
 }
 
 struct Entry {
@@ -35,7 +36,7 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     held: Mutex<Vec<Entry>>,
-    queues: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    lines: Mutex<HashMap<String, Arc<Turns>>>,
     next_id: AtomicU64,
     wake: Notify,
     renewals: AtomicU64,
@@ -68,22 +69,30 @@ impl LockKeeper {
         self.inner.renewals.load(Ordering::Relaxed)
     }
 
-    /// Takes `lease`, waiting up to `wait` (first behind earlier waiters of this process,
-    /// then on Redis with jittered backoff). The lock is renewed until released; losing
-    /// it trips `fence`. Returns the lock and the seconds spent waiting.
+    /// Joins this process's line for a lock key, ordered by `ticket` (the job's enqueue
+    /// time). Synchronous, so a job's place is fixed the moment it starts.
+    pub fn join(&self, key: &str, ticket: i64) -> Place {
+        let line = {
+            let mut lines = self.inner.lines.lock().expect("lock lines");
+            lines.retain(|_, l| Arc::strong_count(l) > 1 || !l.idle());
+            lines.entry(key.to_string()).or_default().clone()
+        };
+        let seq = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        line.join(ticket, seq)
+    }
+
+    /// Takes `lease`, waiting up to `wait`: first for `place` to come first in this
+    /// process's line, then on Redis with jittered backoff. The lock is renewed until
+    /// released; losing it trips `fence`. Returns the lock and the seconds spent waiting.
     pub async fn acquire(
         &self,
+        place: Place,
         lease: Lease,
         wait: Duration,
         fence: Arc<Fence>,
     ) -> Result<(HeldLock, f64), LockError> {
         let start = Instant::now();
-        let queue = {
-            let mut queues = self.inner.queues.lock().expect("lock queues");
-            queues.retain(|_, q| Arc::strong_count(q) > 1);
-            queues.entry(lease.key.clone()).or_default().clone()
-        };
-        let turn = match tokio::time::timeout(wait, queue.lock_owned()).await {
+        let turn = match tokio::time::timeout(wait, place.wait()).await {
             Ok(turn) => turn,
             Err(_) => {
                 let mut conn = self.conn.get().await.map_err(connection_error)?;
@@ -132,7 +141,7 @@ impl LockKeeper {
             HeldLock {
                 id,
                 lease,
-                _queue_turn: turn,
+                _turn: turn,
             },
             start.elapsed().as_secs_f64(),
         ))

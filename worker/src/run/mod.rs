@@ -6,6 +6,7 @@
 pub mod context;
 pub mod fence;
 pub mod keeper;
+pub mod turns;
 
 pub use context::{RunContext, RunServices};
 
@@ -24,9 +25,19 @@ pub async fn open(
     spec: &TaskSpec,
     job_id: &str,
     runid: String,
+    ticket: i64,
     running: &Running,
 ) -> Result<Arc<RunContext>, String> {
     rundir::validate_runid(&runid).map_err(|e| format!("ValueError: {e}"))?;
+    // The place in the first lock's line is taken before any await, so the order jobs
+    // arrive in is the order they get the lock. Later locks are queued for only once the
+    // earlier ones are held (a waiter holding places everywhere could deadlock).
+    let places = spec
+        .locks
+        .first()
+        .map(|rel| services.keeper.join(&lock::lock_key(&runid, rel), ticket))
+        .into_iter()
+        .collect();
     let wd = match &services.runs_dir {
         Some(dir) => rundir::run_dir(dir, &runid),
         None => Err("worker.runs_dir is not configured, so runs have no directory".into()),
@@ -48,6 +59,8 @@ pub async fn open(
         runid,
         wd,
         level,
+        places: std::sync::Mutex::new(places),
+        ticket,
         fence: Arc::new(Fence::new(running.clone())),
         held: Default::default(),
         pending: Default::default(),
@@ -59,13 +72,18 @@ pub async fn open(
 
 /// Takes the task's locks in the spec's (sorted) order, each waiting up to `lock_wait`.
 pub async fn take_locks(ctx: &RunContext, spec: &TaskSpec) -> Result<(), String> {
+    let mut first = ctx.places.lock().expect("places").pop();
     for relpath in &spec.locks {
         let lease = Lease::new(&ctx.runid, relpath, spec.lock_ttl);
+        let place = first
+            .take()
+            .unwrap_or_else(|| ctx.services.keeper.join(&lease.key, ctx.ticket));
         ctx.pending.lock().expect("pending").push(lease.clone());
         let got = ctx
             .services
             .keeper
             .acquire(
+                place,
                 lease.clone(),
                 Duration::from_secs(spec.lock_wait),
                 ctx.fence.clone(),

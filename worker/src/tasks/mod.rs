@@ -110,10 +110,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry holding runq's built-in tasks.
+    /// A registry holding runq's built-in tasks (`runq.tasks.*`, `runq.demo.*`).
     pub fn with_builtins() -> Self {
         let mut r = Registry::default();
         builtin::register(&mut r);
+        demo::register(&mut r);
         r
     }
 
