@@ -15,6 +15,7 @@ pub mod rq;
 pub mod scripts;
 pub mod serializer;
 pub mod timefmt;
+pub mod tls;
 pub mod value;
 
 pub use config::Config;

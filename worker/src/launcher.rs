@@ -8,6 +8,8 @@ use crate::commands;
 use crate::fetch::Fetcher;
 use crate::heartbeat;
 use crate::maintenance;
+use crate::metrics::Metrics;
+use crate::metrics_http;
 use crate::processor::{self, ProcessorContext};
 use crate::registration::{self, Identity};
 use crate::scheduler;
@@ -42,6 +44,11 @@ pub enum LaunchError {
     NameTaken(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("cannot listen on metrics address `{addr}`: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
 }
@@ -86,6 +93,19 @@ pub async fn run(
     let keys = config.keys();
     let queues = config.queue_names();
     let mut probe = connect::ping(&config, config.redis.db.rq).await?;
+    let metrics_addr = config.worker.metrics_addr.trim().to_string();
+    let metrics_listener =
+        if metrics_addr.is_empty() {
+            None
+        } else {
+            Some(metrics_http::bind(&metrics_addr).await.map_err(|source| {
+                LaunchError::Metrics {
+                    addr: metrics_addr.clone(),
+                    source,
+                }
+            })?)
+        };
+    let metrics = Arc::new(Metrics::new(metrics_listener.is_some()));
 
     let identity = Identity::discover(&mut probe, queues.clone()).await;
     let base = opts
@@ -152,6 +172,22 @@ pub async fn run(
         None
     };
 
+    let metrics_server = metrics_listener.map(|listener| {
+        let sources = metrics_http::Sources {
+            metrics: metrics.clone(),
+            redis: redis.clone(),
+            slots: slots.clone(),
+            shutdown: shutdown.clone(),
+            keys: keys.clone(),
+            queues: queues.clone(),
+        };
+        tokio::spawn(metrics_http::serve(
+            listener,
+            Arc::new(sources),
+            background.clone(),
+        ))
+    });
+
     let signals = spawn_signal_handler(shutdown.clone())?;
     let grace = spawn_grace_timer(
         config.clone(),
@@ -175,6 +211,7 @@ pub async fn run(
         registry,
         slots: slots.clone(),
         shutdown: shutdown.clone(),
+        metrics,
     });
     let mut processors = tokio::task::JoinSet::new();
     for slot in 0..slots.len() {
@@ -209,6 +246,9 @@ pub async fn run(
         let _ = s.await;
     }
     let _ = commands.await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     match redis.get().await {
         Ok(mut conn) => {
             if let Err(e) = registration::deregister(&mut conn, &keys, &slots.names, &queues).await
