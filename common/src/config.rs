@@ -1,6 +1,6 @@
 //! Configuration: `queues.toml` plus WEPPcloud's environment variables (`REDIS_URL`,
-//! `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`), which win over the file. Defaults work
-//! with no file at all. A bad file is an error naming file, line and field.
+//! `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`; also `REDIS_CA_FILE`), which win over the
+//! file. Defaults work with no file at all. A bad file is an error naming file, line and field.
 
 use crate::error::{Error, Result};
 use crate::serializer::SerializerKind;
@@ -265,7 +265,8 @@ impl Config {
     }
 
     /// Environment overrides, WEPPcloud style: a non-empty `REDIS_URL` wins; otherwise
-    /// `REDIS_HOST`/`REDIS_PORT` build one. `REDIS_PASSWORD` fills a missing password.
+    /// `REDIS_HOST`/`REDIS_PORT` build one. `REDIS_PASSWORD` fills a missing password;
+    /// `REDIS_CA_FILE` sets the CA bundle for `rediss://`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
         let non_empty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         if let Some(url) = non_empty("REDIS_URL").or_else(|| non_empty("RQ_REDIS_URL")) {
@@ -283,6 +284,9 @@ impl Config {
         }
         if let Some(prefix) = non_empty("RQ_KEY_PREFIX") {
             self.redis.prefix = prefix;
+        }
+        if let Some(ca) = non_empty("REDIS_CA_FILE") {
+            self.redis.ca_file = Some(PathBuf::from(ca));
         }
     }
 
@@ -498,9 +502,14 @@ mod tests {
         c.apply_env(|k| match k {
             "REDIS_HOST" => Some("redis.internal".into()),
             "REDIS_PASSWORD" => Some("s3cret".into()),
+            "REDIS_CA_FILE" => Some("/etc/ssl/redis-ca.pem".into()),
             _ => None,
         });
         assert_eq!(c.redis.url, "redis://redis.internal:6379");
         assert_eq!(c.redis.password.as_deref(), Some("s3cret"));
+        assert_eq!(
+            c.redis.ca_file.as_deref(),
+            Some(Path::new("/etc/ssl/redis-ca.pem"))
+        );
     }
 }

@@ -1,9 +1,10 @@
 //! Redis access: one deadpool-redis pool per logical database, URLs built WEPPcloud
 //! style (the base URL with its DB path segment replaced), and dedicated connections
-//! for blocking commands and pub/sub.
+//! for blocking commands and pub/sub, over TCP or TLS (`rediss://`).
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::tls;
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::{self, aio::MultiplexedConnection, AsyncConnectionConfig, Client};
 use std::time::Duration;
@@ -76,7 +77,20 @@ fn connection_config() -> AsyncConnectionConfig {
         .set_response_timeout(None)
 }
 
-/// Opens a client for one logical database of the configured Redis.
+/// A failed connection or command, naming the (redacted) URL, with a hint when the
+/// server's TLS certificate is not trusted.
+fn connect_error(url: &str, source: redis::RedisError) -> Error {
+    let url = redacted(url);
+    if tls::is_untrusted_certificate(&source) {
+        Error::UntrustedServer { url, source }
+    } else {
+        Error::Redis { url, source }
+    }
+}
+
+/// Opens a client for one logical database of the configured Redis. A `rediss://` URL
+/// connects over TLS (rustls), trusting `redis.ca_file` when set and the system's roots
+/// otherwise.
 pub fn client(config: &Config, db: u16) -> Result<(Client, String)> {
     let url = url_with_db(
         &config.redis.url,
@@ -84,28 +98,49 @@ pub fn client(config: &Config, db: u16) -> Result<(Client, String)> {
         config.redis.username.as_deref(),
         config.redis.password.as_deref(),
     )?;
-    if config.redis.ca_file.is_some() {
-        return Err(Error::Config(
-            "redis.ca_file is not supported by this build (TLS support is not compiled in)".into(),
-        ));
-    }
-    let client = Client::open(url.as_str()).map_err(|source| Error::Redis {
+    let redis_error = |source| Error::Redis {
         url: redacted(&url),
         source,
-    })?;
+    };
+    let client = match &config.redis.ca_file {
+        Some(path) => {
+            if !url.starts_with("rediss://") {
+                return Err(Error::Config(format!(
+                    "redis.ca_file is set but the redis url `{}` is not rediss:// (TLS)",
+                    redacted(&url)
+                )));
+            }
+            let root_cert = tls::read_ca_file(path)?;
+            tls::install_crypto_provider();
+            Client::build_with_tls(
+                url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                },
+            )
+            .map_err(redis_error)?
+        }
+        None => {
+            if url.starts_with("rediss://") {
+                tls::install_crypto_provider();
+            }
+            Client::open(url.as_str()).map_err(redis_error)?
+        }
+    };
     Ok((client, url))
 }
 
 /// A pool of multiplexed connections to one logical database.
 pub fn pool(config: &Config, db: u16, max_size: usize) -> Result<Pool> {
-    let (_, url) = client(config, db)?;
+    let (client, url) = client(config, db)?;
+    // The client's connection info carries the TLS parameters (CA roots) along.
     let manager =
-        Manager::new_with_config(url.as_str(), connection_config()).map_err(|source| {
-            Error::Redis {
+        Manager::new_with_config(client.get_connection_info().clone(), connection_config())
+            .map_err(|source| Error::Redis {
                 url: redacted(&url),
                 source,
-            }
-        })?;
+            })?;
     Pool::builder(manager)
         .max_size(max_size)
         .runtime(Runtime::Tokio1)
@@ -121,10 +156,7 @@ pub async fn dedicated(config: &Config, db: u16) -> Result<MultiplexedConnection
     client
         .get_multiplexed_async_connection_with_config(&connection_config())
         .await
-        .map_err(|source| Error::Redis {
-            url: redacted(&url),
-            source,
-        })
+        .map_err(|source| connect_error(&url, source))
 }
 
 /// A pub/sub connection.
@@ -133,10 +165,7 @@ pub async fn pubsub(config: &Config, db: u16) -> Result<redis::aio::PubSub> {
     client
         .get_async_pubsub()
         .await
-        .map_err(|source| Error::Redis {
-            url: redacted(&url),
-            source,
-        })
+        .map_err(|source| connect_error(&url, source))
 }
 
 /// Checks that Redis answers, with an error naming the (redacted) URL.
@@ -146,10 +175,7 @@ pub async fn ping(config: &Config, db: u16) -> Result<MultiplexedConnection> {
     redis::cmd("PING")
         .query_async::<String>(&mut conn)
         .await
-        .map_err(|source| Error::Redis {
-            url: redacted(&url),
-            source,
-        })?;
+        .map_err(|source| connect_error(&url, source))?;
     Ok(conn)
 }
 

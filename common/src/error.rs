@@ -27,6 +27,11 @@ pub enum Error {
         url: String,
         source: redis::RedisError,
     },
+    #[error("redis at {url}: {source} (the server's TLS certificate is not trusted: set redis.ca_file, REDIS_CA_FILE or --redis-ca-file to the CA that signed it)")]
+    UntrustedServer {
+        url: String,
+        source: redis::RedisError,
+    },
     #[error("redis: {0}")]
     RedisCommand(#[from] redis::RedisError),
     #[error("redis pool: {0}")]

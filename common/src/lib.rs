@@ -17,6 +17,7 @@ pub mod scripts;
 pub mod serializer;
 pub mod taskspec;
 pub mod timefmt;
+pub mod tls;
 pub mod value;
 
 pub use config::Config;

@@ -24,6 +24,10 @@ struct Cli {
     /// Configuration file (queues.toml). Without one, defaults apply.
     #[arg(long, short = 'c', env = "RUNQ_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// CA bundle (PEM) for `rediss://` connections; overrides `redis.ca_file` and
+    /// `REDIS_CA_FILE`.
+    #[arg(long, value_name = "FILE", global = true)]
+    redis_ca_file: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,13 +81,16 @@ pub enum CliError {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let mut config = match Config::load(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("runq: {e}");
             return ExitCode::from(2);
         }
     };
+    if let Some(ca) = cli.redis_ca_file {
+        config.redis.ca_file = Some(ca);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -161,11 +161,106 @@ pub fn free_port() -> u16 {
 // ---------------------------------------------------------------------------------------
 // Redis
 
-/// A private `redis-server` on a free port, killed on drop.
+/// A private `redis-server` on a free port, killed on drop. [`start_tls`](Self::start_tls)
+/// makes one that speaks TLS only.
 pub struct RedisServer {
     child: Child,
     pub port: u16,
+    tls: Option<TlsFiles>,
     _dir: TempDir,
+}
+
+/// A test CA and a server certificate it signed (for 127.0.0.1 and localhost), made with
+/// the `openssl` command-line tool.
+pub struct TlsFiles {
+    /// The CA certificate (PEM): what `redis.ca_file` points at.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Generates a fresh CA and server certificate into `dir`.
+    pub fn generate(dir: &Path) -> TlsFiles {
+        let files = TlsFiles {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        };
+        let ext = dir.join("server.ext");
+        std::fs::write(
+            &ext,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("write the certificate extensions");
+        let ca_key = dir.join("ca.key");
+        let csr = dir.join("server.csr");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(&[
+            &["req", "-x509", "-days", "2", "-subj", "/CN=runq test CA"],
+            &ec[..],
+            &[
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+                "-keyout",
+                path_str(&ca_key),
+                "-out",
+                path_str(&files.ca),
+            ],
+        ]);
+        openssl(&[
+            &["req", "-subj", "/CN=localhost"],
+            &ec[..],
+            &["-keyout", path_str(&files.key), "-out", path_str(&csr)],
+        ]);
+        openssl(&[&[
+            "x509",
+            "-req",
+            "-days",
+            "2",
+            "-set_serial",
+            "1",
+            "-in",
+            path_str(&csr),
+            "-CA",
+            path_str(&files.ca),
+            "-CAkey",
+            path_str(&ca_key),
+            "-extfile",
+            path_str(&ext),
+            "-out",
+            path_str(&files.cert),
+        ]]);
+        files
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("temp paths are UTF-8")
+}
+
+/// Runs `openssl` with the concatenated argument groups; panics with its output on failure.
+fn openssl(groups: &[&[&str]]) {
+    let args: Vec<&str> = groups.iter().flat_map(|g| g.iter().copied()).collect();
+    let out = Command::new("openssl")
+        .args(&args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run openssl: is it installed and on PATH?");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl RedisServer {
@@ -175,11 +270,12 @@ impl RedisServer {
         for _ in 0..5 {
             let dir = TempDir::new("redis");
             let port = free_port();
-            match launch(port, dir.path()) {
+            match launch(port, dir.path(), None) {
                 Ok(child) => {
                     return RedisServer {
                         child,
                         port,
+                        tls: None,
                         _dir: dir,
                     }
                 }
@@ -189,6 +285,35 @@ impl RedisServer {
         panic!("could not start redis-server: {last_error}");
     }
 
+    /// Starts a server that accepts TLS connections only (no plain port), with a fresh
+    /// test CA; [`url`](Self::url) is then `rediss://` and [`ca_file`](Self::ca_file)
+    /// is the CA to trust.
+    pub fn start_tls() -> RedisServer {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let dir = TempDir::new("redis-tls");
+            let tls = TlsFiles::generate(dir.path());
+            let port = free_port();
+            match launch(port, dir.path(), Some(&tls)) {
+                Ok(child) => {
+                    return RedisServer {
+                        child,
+                        port,
+                        tls: Some(tls),
+                        _dir: dir,
+                    }
+                }
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("could not start redis-server with TLS: {last_error}");
+    }
+
+    /// The CA certificate of a [`start_tls`](Self::start_tls) server.
+    pub fn ca_file(&self) -> &Path {
+        &self.tls.as_ref().expect("a TLS redis-server").ca
+    }
+
     /// Kills the server (SIGKILL, data lost) and starts a fresh one on the same port.
     pub fn restart(&mut self) {
         self.resume();
@@ -196,7 +321,7 @@ impl RedisServer {
         let _ = self.child.wait();
         let mut last_error = String::new();
         for _ in 0..20 {
-            match launch(self.port, self._dir.path()) {
+            match launch(self.port, self._dir.path(), self.tls.as_ref()) {
                 Ok(child) => {
                     self.child = child;
                     return;
@@ -210,7 +335,12 @@ impl RedisServer {
 
     /// The base URL (no DB): what `REDIS_URL` gets.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// The URL of RQ's database (9), for `rq info --url`.
@@ -220,8 +350,7 @@ impl RedisServer {
 
     /// A connection to DB 9.
     pub fn conn(&self) -> redis::Connection {
-        redis::Client::open(self.rq_url())
-            .expect("redis client")
+        client(&self.rq_url(), self.tls.as_ref())
             .get_connection()
             .expect("connect to the test redis")
     }
@@ -363,12 +492,42 @@ impl RedisServer {
     }
 }
 
-/// Runs `redis-server` on `port` and waits for PING.
-fn launch(port: u16, dir: &Path) -> Result<Child, String> {
+/// A client for `url`, trusting the test CA when the server speaks TLS.
+fn client(url: &str, tls: Option<&TlsFiles>) -> redis::Client {
+    match tls {
+        None => redis::Client::open(url).expect("redis client"),
+        Some(tls) => {
+            runq_common::tls::install_crypto_provider();
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(&tls.ca).expect("read the test CA")),
+                },
+            )
+            .expect("redis TLS client")
+        }
+    }
+}
+
+/// Runs `redis-server` on `port` (TLS only when `tls` is given) and waits for PING.
+fn launch(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, String> {
     let log_path = dir.join("redis.log");
     let log = File::create(&log_path).expect("redis log file");
-    let mut child = Command::new("redis-server")
-        .args(["--port", &port.to_string()])
+    let mut cmd = Command::new("redis-server");
+    match tls {
+        None => cmd.args(["--port", &port.to_string()]),
+        Some(tls) => cmd
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&tls.cert)
+            .arg("--tls-key-file")
+            .arg(&tls.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&tls.ca)
+            .args(["--tls-auth-clients", "no"]),
+    };
+    let mut child = cmd
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""])
         .args(["--appendonly", "no"])
@@ -388,7 +547,7 @@ fn launch(port: u16, dir: &Path) -> Result<Child, String> {
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             ));
         }
-        if ping(port) {
+        if ping(port, tls) {
             return Ok(child);
         }
         if Instant::now() > deadline {
@@ -400,9 +559,10 @@ fn launch(port: u16, dir: &Path) -> Result<Child, String> {
     }
 }
 
-fn ping(port: u16) -> bool {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(500)))
+fn ping(port: u16, tls: Option<&TlsFiles>) -> bool {
+    let scheme = if tls.is_some() { "rediss" } else { "redis" };
+    client(&format!("{scheme}://127.0.0.1:{port}/"), tls)
+        .get_connection_with_timeout(Duration::from_millis(500))
         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
         .is_ok()
 }
@@ -462,6 +622,7 @@ fn clean_env(cmd: &mut Command) -> &mut Command {
         "REDIS_USERNAME",
         "RQ_KEY_PREFIX",
         "RUNQ_CONFIG",
+        "REDIS_CA_FILE",
     ] {
         cmd.env_remove(k);
     }
@@ -814,4 +975,38 @@ pub fn wait_exit(child: &mut Child) -> ExitStatus {
             panic!("process {} did not exit within {WAIT:?}", child.id());
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP (the worker's metrics endpoint)
+
+/// `GET path` on 127.0.0.1:`port`; returns the status code and body, or `None` when
+/// nothing answers (connection refused or no response within 10 s).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// The samples of a Prometheus/OpenMetrics text body: `name{labels}` → value.
+pub fn parse_metrics(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }

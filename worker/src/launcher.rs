@@ -8,6 +8,8 @@ use crate::commands;
 use crate::fetch::Fetcher;
 use crate::heartbeat;
 use crate::maintenance;
+use crate::metrics::Metrics;
+use crate::metrics_http;
 use crate::processor::{self, ProcessorContext};
 use crate::registration::{self, Identity};
 use crate::run::keeper::LockKeeper;
@@ -45,6 +47,11 @@ pub enum LaunchError {
     NameTaken(String),
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),
+    #[error("cannot listen on metrics address `{addr}`: {source}")]
+    Metrics {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error("{0}")]
@@ -92,6 +99,19 @@ pub async fn run(
     let keys = config.keys();
     let queues = config.queue_names();
     let mut probe = connect::ping(&config, config.redis.db.rq).await?;
+    let metrics_addr = config.worker.metrics_addr.trim().to_string();
+    let metrics_listener =
+        if metrics_addr.is_empty() {
+            None
+        } else {
+            Some(metrics_http::bind(&metrics_addr).await.map_err(|source| {
+                LaunchError::Metrics {
+                    addr: metrics_addr.clone(),
+                    source,
+                }
+            })?)
+        };
+    let metrics = Arc::new(Metrics::new(metrics_listener.is_some()));
 
     let identity = Identity::discover(&mut probe, queues.clone()).await;
     let base = opts
@@ -126,7 +146,7 @@ pub async fn run(
         config.worker.concurrency + 4,
     )?);
 
-    let run_services = Arc::new(run_services(&config)?);
+    let run_services = Arc::new(run_services(&config, metrics.clone())?);
     let keeper = tokio::spawn(run_services.keeper.clone().run(background.clone()));
 
     let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
@@ -161,6 +181,22 @@ pub async fn run(
         None
     };
 
+    let metrics_server = metrics_listener.map(|listener| {
+        let sources = metrics_http::Sources {
+            metrics: metrics.clone(),
+            redis: redis.clone(),
+            slots: slots.clone(),
+            shutdown: shutdown.clone(),
+            keys: keys.clone(),
+            queues: queues.clone(),
+        };
+        tokio::spawn(metrics_http::serve(
+            listener,
+            Arc::new(sources),
+            background.clone(),
+        ))
+    });
+
     let signals = spawn_signal_handler(shutdown.clone())?;
     let grace = spawn_grace_timer(
         config.clone(),
@@ -185,6 +221,7 @@ pub async fn run(
         run_services,
         slots: slots.clone(),
         shutdown: shutdown.clone(),
+        metrics,
     });
     let mut processors = tokio::task::JoinSet::new();
     for slot in 0..slots.len() {
@@ -220,6 +257,9 @@ pub async fn run(
     }
     let _ = commands.await;
     let _ = keeper.await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     match redis.get().await {
         Ok(mut conn) => {
             if let Err(e) = registration::deregister(&mut conn, &keys, &slots.names, &queues).await
@@ -236,14 +276,14 @@ pub async fn run(
 }
 
 /// Connections and shared state for NoDb run state (DB 0, 2, 13, 15); connected lazily.
-fn run_services(config: &Config) -> Result<RunServices, LaunchError> {
+fn run_services(config: &Config, metrics: Arc<Metrics>) -> Result<RunServices, LaunchError> {
     let db = &config.redis.db;
     let pool = |n: u16| -> Result<SharedConnection, LaunchError> {
         Ok(SharedConnection::new(connect::pool(config, n, 4)?))
     };
     let lock_db = pool(db.lock)?;
     Ok(RunServices {
-        keeper: LockKeeper::new(pool(db.lock)?),
+        keeper: LockKeeper::new(pool(db.lock)?, metrics),
         lock_db,
         status_db: pool(db.status)?,
         cache_db: pool(db.nodb_cache)?,

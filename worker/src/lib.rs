@@ -4,7 +4,8 @@
 //! [`launcher`] wires everything and owns shutdown; [`fetch`] claims jobs for idle
 //! slots; [`processor`] runs one slot's loop; [`execute`] runs a handler under timeout
 //! and cancellation; [`complete`] records the outcome; [`heartbeat`] and
-//! [`commands`] serve every slot of the process at once.
+//! [`commands`] serve every slot of the process at once; [`metrics`] counts what happens
+//! and [`metrics_http`] serves it to Prometheus.
 
 pub mod commands;
 pub mod complete;
@@ -14,6 +15,8 @@ pub mod heartbeat;
 pub mod launcher;
 pub mod logging;
 pub mod maintenance;
+pub mod metrics;
+pub mod metrics_http;
 pub mod notify;
 pub mod processor;
 pub mod registration;

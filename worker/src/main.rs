@@ -33,6 +33,14 @@ struct Args {
     /// Log format: text or json.
     #[arg(long)]
     log_format: Option<String>,
+    /// Serve Prometheus metrics on HOST:PORT (`/metrics`, `/healthz`); overrides
+    /// `worker.metrics_addr`.
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_addr: Option<String>,
+    /// CA bundle (PEM) for `rediss://` connections; overrides `redis.ca_file` and
+    /// `REDIS_CA_FILE`.
+    #[arg(long, value_name = "FILE")]
+    redis_ca_file: Option<PathBuf>,
     /// Debug logging.
     #[arg(long, short = 'v')]
     verbose: bool,
@@ -52,6 +60,12 @@ fn main() -> ExitCode {
     };
     if let Some(f) = &args.log_format {
         config.worker.log_format = f.clone();
+    }
+    if let Some(a) = &args.metrics_addr {
+        config.worker.metrics_addr = a.clone();
+    }
+    if let Some(ca) = &args.redis_ca_file {
+        config.redis.ca_file = Some(ca.clone());
     }
     if let Err(e) = config.validate() {
         eprintln!("runq-worker: {e}");

@@ -4,6 +4,7 @@
 use crate::complete;
 use crate::execute::{execute, ExecContext, Outcome};
 use crate::fetch::FetchHandle;
+use crate::metrics::Metrics;
 use crate::run::RunServices;
 use crate::shutdown::Shutdown;
 use crate::slots::{Running, Slots};
@@ -20,6 +21,7 @@ pub struct ProcessorContext {
     pub run_services: Arc<RunServices>,
     pub slots: Arc<Slots>,
     pub shutdown: Shutdown,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs slot `slot` until the fetcher has no more jobs for it.
@@ -36,6 +38,7 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
         let running = Running::new(&job.id, &job.exec_id, &job.origin);
         ctx.slots.set(slot, Some(running.clone()));
         tracing::debug!(worker = %worker, job = %job.id, queue = %job.origin, "job started");
+        ctx.metrics.job_started(&job);
         let outcome = execute(&exec_ctx, &job, &running).await;
         let done = complete::record(
             &ctx.redis,
@@ -49,6 +52,7 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
         ctx.slots.set(slot, None);
         fetch.release(&job.queue);
         let secs = (chrono::Utc::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
+        ctx.metrics.job_done(&job, done.as_deref(), secs);
         match (&outcome, done.as_deref()) {
             (Outcome::Success { .. }, Some(d)) => {
                 tracing::info!(worker = %worker, job = %job.id, queue = %job.origin, secs, "job {d}")

@@ -216,17 +216,19 @@ pub async fn try_acquire<C: ConnectionLike + Send>(
 }
 
 /// Takes the lock, waiting with jittered exponential backoff (10 ms doubling to 500 ms)
-/// up to `wait`; then fails naming the holder. Returns the seconds spent waiting.
+/// up to `wait`; then fails naming the holder. Returns how many attempts it took.
 pub async fn acquire_waiting<C: ConnectionLike + Send>(
     conn: &mut C,
     lease: &Lease,
     wait: Duration,
-) -> Result<f64, LockError> {
+) -> Result<u32, LockError> {
     let start = Instant::now();
     let mut delay = Duration::from_millis(10);
+    let mut attempts = 0;
     loop {
+        attempts += 1;
         let holder = match try_acquire(conn, lease).await? {
-            None => return Ok(start.elapsed().as_secs_f64()),
+            None => return Ok(attempts),
             Some(h) => h,
         };
         let elapsed = start.elapsed();

@@ -7,6 +7,7 @@
 
 use super::fence::Fence;
 use super::turns::{Place, Turn, Turns};
+use crate::metrics::Metrics;
 use runq_common::connect::SharedConnection;
 use runq_common::nodb::lock::{self, Lease, LockError, TokenCheck};
 use std::collections::HashMap;
@@ -39,13 +40,13 @@ struct Inner {
     lines: Mutex<HashMap<String, Arc<Turns>>>,
     next_id: AtomicU64,
     wake: Notify,
-    renewals: AtomicU64,
 }
 
 /// Cloneable handle on the keeper.
 #[derive(Clone)]
 pub struct LockKeeper {
     conn: SharedConnection,
+    metrics: Arc<Metrics>,
     inner: Arc<Inner>,
 }
 
@@ -57,16 +58,12 @@ fn safety_margin(ttl: u64) -> Duration {
 }
 
 impl LockKeeper {
-    pub fn new(conn: SharedConnection) -> LockKeeper {
+    pub fn new(conn: SharedConnection, metrics: Arc<Metrics>) -> LockKeeper {
         LockKeeper {
             conn,
+            metrics,
             inner: Default::default(),
         }
-    }
-
-    /// Locks renewed so far (for metrics and tests).
-    pub fn renewals(&self) -> u64 {
-        self.inner.renewals.load(Ordering::Relaxed)
     }
 
     /// Joins this process's line for a lock key, ordered by `ticket` (the job's enqueue
@@ -95,6 +92,7 @@ impl LockKeeper {
         let turn = match tokio::time::timeout(wait, place.wait()).await {
             Ok(turn) => turn,
             Err(_) => {
+                self.metrics.lock_wait(start.elapsed().as_secs_f64());
                 let mut conn = self.conn.get().await.map_err(connection_error)?;
                 let holder = match lock::try_acquire(&mut conn, &lease).await? {
                     None => {
@@ -115,9 +113,15 @@ impl LockKeeper {
         let mut conn = self.conn.get().await.map_err(connection_error)?;
         let mut lease = lease;
         lease.acquired_at = lock::now_secs();
+        let local_wait = start.elapsed();
         match lock::acquire_waiting(&mut conn, &lease, left).await {
-            Ok(_) => {}
+            Ok(attempts) => {
+                if attempts > 1 || local_wait > Duration::from_millis(1) {
+                    self.metrics.lock_wait(start.elapsed().as_secs_f64());
+                }
+            }
             Err(LockError::Held { key, holder, .. }) => {
+                self.metrics.lock_wait(start.elapsed().as_secs_f64());
                 return Err(LockError::Held {
                     key,
                     holder,
@@ -227,6 +231,8 @@ impl LockKeeper {
     fn apply(&self, due: &[(u64, Lease)], answers: &[TokenCheck], sent_at: Instant) {
         let mut held = self.inner.held.lock().expect("held locks");
         let mut lost = Vec::new();
+        let renewed = answers.iter().filter(|a| **a == TokenCheck::Ok).count() as u64;
+        self.metrics.lock_renewed(renewed);
         for ((id, lease), answer) in due.iter().zip(answers) {
             let Some(pos) = held.iter().position(|e| e.id == *id) else {
                 continue;
@@ -234,7 +240,6 @@ impl LockKeeper {
             match answer {
                 TokenCheck::Ok => {
                     held[pos].confirmed_at = sent_at;
-                    self.inner.renewals.fetch_add(1, Ordering::Relaxed);
                 }
                 TokenCheck::Gone => lost.push((
                     held.remove(pos),
@@ -255,6 +260,7 @@ impl LockKeeper {
         drop(held);
         for (entry, why) in lost {
             tracing::warn!(lock = %entry.lease.key, "{why}");
+            self.metrics.lock_lost();
             entry.fence.trip(why);
         }
     }
@@ -277,6 +283,7 @@ impl LockKeeper {
         });
         drop(held);
         for (fence, key) in lost {
+            self.metrics.lock_lost();
             let why = format!(
                 "NoDb lock {key} was lost while the task ran: it could not be renewed before its lease ran out (Redis unreachable)"
             );
