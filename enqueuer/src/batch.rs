@@ -149,7 +149,16 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
     let mut refused = 0usize;
     for chunk in jobs.chunks(CHUNK) {
         let batch: Vec<NewJob> = chunk.iter().map(|(_, j)| j.clone()).collect();
+        let prep = crate::runstate::Prep::connect(config, &batch).await?;
+        prep.before().await?;
         let results = rq::enqueue_many(&mut conn, &keys, &batch).await?;
+        let enqueued: std::collections::HashSet<&str> = batch
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(j, _)| j.id.as_str())
+            .collect();
+        prep.after(|id| enqueued.contains(id)).await?;
         for ((n, _), r) in chunk.iter().zip(results) {
             match r {
                 Ok(_) => ok += 1,

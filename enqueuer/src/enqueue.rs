@@ -156,7 +156,10 @@ pub async fn run(config: &Config, a: EnqueueArgs) -> Result<(), CliError> {
     }
     let job = build(config, &a)?;
     let mut conn = crate::connect(config).await?;
+    let prep = crate::runstate::Prep::connect(config, [&job]).await?;
+    prep.before().await?;
     let status = rq::enqueue(&mut conn, &config.keys(), &job).await?;
+    prep.after(|id| id == job.id).await?;
     println!(
         "{status}: {} on queue {} ({})",
         job.call.func_name, job.queue, job.serializer

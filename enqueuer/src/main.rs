@@ -8,6 +8,10 @@ mod control;
 mod enqueue;
 mod info;
 mod job;
+mod locks;
+mod prep;
+mod runstate;
+mod tail;
 
 use clap::{Parser, Subcommand};
 use runq_common::Config;
@@ -64,6 +68,12 @@ enum Command {
     },
     /// Throughput benchmark: enqueue no-op jobs and run a burst worker over them.
     Bench(bench::BenchArgs),
+    /// A run's NoDb locks: owner, age, TTL left; clear or force-unlock them.
+    Locks(locks::LocksArgs),
+    /// A run's RedisPrep hash, readable, with preflight's checklist.
+    Prep(prep::PrepArgs),
+    /// Follow a run's status lines (DB 2) live.
+    Tail(tail::TailArgs),
 }
 
 /// A command's failure, printed as one line.
@@ -108,6 +118,9 @@ fn main() -> ExitCode {
             Command::Job(a) => job::run(&config, a).await,
             Command::Info(a) => info::run(&config, a).await,
             Command::Bench(a) => bench::run(&config, a).await,
+            Command::Locks(a) => locks::run(&config, a).await,
+            Command::Prep(a) => prep::run(&config, a).await,
+            Command::Tail(a) => tail::run(&config, a).await,
             Command::Requeue(a) => control::requeue(&config, a).await,
             Command::Cancel { id } => control::cancel(&config, &id).await,
             Command::Empty { queue } => control::empty(&config, &queue).await,

@@ -456,7 +456,8 @@ async fn scan_lock_keys<C: ConnectionLike + Send>(
     Ok(keys)
 }
 
-fn glob_escape(s: &str) -> String {
+/// Escapes Redis glob characters so a runid matches itself only.
+pub fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

@@ -4,6 +4,7 @@
 
 pub mod atomic;
 pub mod document;
+pub mod enqueued;
 pub mod lock;
 pub mod loglevel;
 pub mod prep;

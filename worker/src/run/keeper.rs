@@ -126,7 +126,7 @@ impl LockKeeper {
                     key,
                     holder,
                     waited_secs: start.elapsed().as_secs_f64(),
-                })
+                });
             }
             Err(e) => {
                 self.conn.reset().await;
