@@ -177,8 +177,10 @@ impl QueueConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
-    /// `native:<registered name>` or `exec`.
-    pub handler: String,
+    /// `native:<registered name>` or `exec`; without it, the native handler registered
+    /// under the task's own name (to tune a built-in task's locks or timings).
+    #[serde(default)]
+    pub handler: Option<String>,
     /// For exec handlers: the argv to run (never through a shell).
     #[serde(default)]
     pub command: Vec<String>,
@@ -394,7 +396,8 @@ impl Config {
 
 impl TaskConfig {
     fn check(&self) -> std::result::Result<(), String> {
-        if self.handler == "exec" {
+        let handler = self.handler.as_deref().unwrap_or("native:");
+        if handler == "exec" {
             if self.command.is_empty() {
                 return Err("an exec handler needs a non-empty `command`".into());
             }
@@ -402,10 +405,11 @@ impl TaskConfig {
                 None | Some("json") | Some("raw") => {}
                 Some(other) => return Err(format!("mode must be `json` or `raw`, not `{other}`")),
             }
-        } else if !self.handler.starts_with("native:") || self.handler.len() <= "native:".len() {
+        } else if self.handler.is_some()
+            && (!handler.starts_with("native:") || handler.len() <= "native:".len())
+        {
             return Err(format!(
-                "handler must be `native:<name>` or `exec`, not `{}`",
-                self.handler
+                "handler must be `native:<name>` or `exec`, not `{handler}`"
             ));
         }
         if !self.locks.is_empty() && self.runid_arg.is_none() {

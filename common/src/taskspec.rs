@@ -51,32 +51,34 @@ impl TaskSpec {
     /// The spec for `name`: its `[tasks]` entry over the built-in defaults, or the
     /// built-in defaults alone, or a plain native task of that name.
     pub fn resolve(config: &Config, name: &str) -> TaskSpec {
-        let builtin = builtin(name);
+        let own = builtin(name);
         match config.tasks.get(name) {
             Some(cfg) => {
-                let base = match &cfg.handler {
-                    h if h.starts_with("native:") => builtin
-                        .or_else(|| builtin_by_handler(&h["native:".len()..]))
+                let base = match cfg.handler.as_deref() {
+                    Some(h) if h.starts_with("native:") => own
+                        .or_else(|| builtin(&h["native:".len()..]))
                         .unwrap_or_else(|| plain(name)),
-                    _ => builtin.unwrap_or_else(|| plain(name)),
+                    _ => own.unwrap_or_else(|| plain(name)),
                 };
                 TaskSpec::from_config(name, cfg, base)
             }
-            None => builtin.unwrap_or_else(|| plain(name)),
+            None => own.unwrap_or_else(|| plain(name)),
         }
     }
 
     fn from_config(name: &str, cfg: &TaskConfig, base: TaskSpec) -> TaskSpec {
-        let handler = if cfg.handler == "exec" {
-            Handler::Exec {
+        let handler = match cfg.handler.as_deref() {
+            Some("exec") => Handler::Exec {
                 command: cfg.command.clone(),
                 mode: match cfg.mode.as_deref() {
                     Some("raw") => ExecMode::Raw,
                     _ => ExecMode::Json,
                 },
+            },
+            Some(native) => {
+                Handler::Native(native.strip_prefix("native:").unwrap_or(native).to_string())
             }
-        } else {
-            Handler::Native(cfg.handler["native:".len()..].to_string())
+            None => base.handler.clone(),
         };
         let mut locks = if cfg.locks.is_empty() {
             base.locks
@@ -173,10 +175,6 @@ fn builtin(name: &str) -> Option<TaskSpec> {
             status_channel: Some(channel.to_string()),
             ..plain(n)
         })
-}
-
-fn builtin_by_handler(handler: &str) -> Option<TaskSpec> {
-    builtin(handler)
 }
 
 #[cfg(test)]
