@@ -70,3 +70,33 @@ PYEOF
 )
 echo "python: Queue.enqueue_many in pipelines of 2000: $BATCH jobs at $pb jobs/s"
 echo "batch enqueue ratio runq/python: $(python3 -c "print(round($rb/$pb,1))")x"
+
+# 3. NoDb locks: runq's acquire (one script) and compare-and-delete release, against
+#    wepppy's own lock()/unlock() protocol (SET NX EX + HSET; GET, DEL, HSET) in Python.
+runq_locks=$($BIN/runq bench-locks --cycles 2000 --held 100)
+echo "$runq_locks" | sed 's/^/runq:   /'
+"$PY" - "$PORT" <<'PYEOF'
+import json, os, socket, sys, time, uuid, redis
+r = redis.Redis(port=int(sys.argv[1]), db=0, decode_responses=True)
+key, runid, flag = 'nodb-lock:py-bench:climate.nodb', 'py-bench', 'locked:climate.nodb'
+owner = f'{socket.gethostname()}:{os.getpid()}'
+acq, rel = [], []
+for _ in range(2000):
+    token, now = uuid.uuid4().hex, int(time.time())
+    payload = json.dumps({'token': token, 'owner': owner, 'acquired_at': now,
+                          'expires_at': now + 60, 'ttl': 60}, separators=(',', ':'))
+    t = time.perf_counter()
+    assert r.set(key, payload, nx=True, ex=60)
+    r.hset(runid, flag, 'true')
+    acq.append(time.perf_counter() - t)
+    t = time.perf_counter()
+    stored = json.loads(r.get(key))['token']
+    assert stored == token
+    r.delete(key)
+    r.hset(runid, flag, 'false')
+    rel.append(time.perf_counter() - t)
+def pct(xs, q):
+    xs = sorted(xs); return xs[round((len(xs) - 1) * q)] * 1e6
+print(f"python: wepppy lock(): p50 {pct(acq, .5):.0f} µs p99 {pct(acq, .99):.0f} µs; "
+      f"unlock(): p50 {pct(rel, .5):.0f} µs p99 {pct(rel, .99):.0f} µs (no renewal exists)")
+PYEOF

@@ -4,6 +4,7 @@
 mod args;
 mod batch;
 mod bench;
+mod bench_locks;
 mod control;
 mod enqueue;
 mod info;
@@ -68,6 +69,8 @@ enum Command {
     },
     /// Throughput benchmark: enqueue no-op jobs and run a burst worker over them.
     Bench(bench::BenchArgs),
+    /// NoDb lock latency: acquire/release p50/p99 and renewal cost per held lock.
+    BenchLocks(bench_locks::BenchLocksArgs),
     /// A run's NoDb locks: owner, age, TTL left; clear or force-unlock them.
     Locks(locks::LocksArgs),
     /// A run's RedisPrep hash, readable, with preflight's checklist.
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
             Command::Job(a) => job::run(&config, a).await,
             Command::Info(a) => info::run(&config, a).await,
             Command::Bench(a) => bench::run(&config, a).await,
+            Command::BenchLocks(a) => bench_locks::run(&config, a).await,
             Command::Locks(a) => locks::run(&config, a).await,
             Command::Prep(a) => prep::run(&config, a).await,
             Command::Tail(a) => tail::run(&config, a).await,
