@@ -91,7 +91,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(runq_worker::run(config, opts, Registry::with_builtins())) {
+    let result = runtime.block_on(runq_worker::run(config, opts, Registry::with_builtins()));
+    // Dropping the runtime drops every handler still running; exec children then get
+    // SIGTERM, and their groups SIGKILL once the grace is over, before the process exits.
+    drop(runtime);
+    runq_worker::tasks::exec::kill_lingering();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("runq-worker: {e}");
