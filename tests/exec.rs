@@ -456,3 +456,76 @@ fn exec_task_without_a_command_is_a_config_error() {
     );
     assert_eq!(line.lines().count(), 1, "{line}");
 }
+
+#[test]
+fn exec_task_with_run_state_holds_and_renews_its_lock_while_the_child_runs() {
+    let redis = RedisServer::start();
+    let config = runner_task(
+        "exectasks.whoami_after",
+        "json",
+        "runid_arg = \"0\"\nlocks = [\"climate.nodb\"]\nprep_task = \"build_climate\"\n\
+         status_channel = \"climate\"\nlock_ttl = 1\n",
+    );
+    // The CLI reads the same task config: it records rq:<func> in the run hash.
+    let dir = TempDir::new("exec-run-config");
+    let config_file = dir.path().join("queues.toml");
+    std::fs::write(&config_file, &config).unwrap();
+    let out = runq_env(
+        &redis.url(),
+        &[
+            "enqueue",
+            "exectasks.whoami_after",
+            "exec-run",
+            "2.5",
+            "--queue",
+            "er",
+        ],
+        &[("RUNQ_CONFIG", config_file.to_str().unwrap())],
+    )
+    .ok("runq enqueue with the task config");
+    let id = out.last_line().to_string();
+    let _worker = worker(&redis, &config, "er").spawn();
+    let mut db0 = redis::Client::open(format!("{}/0", redis.url()))
+        .and_then(|c| c.get_connection())
+        .expect("DB 0");
+    let key = "nodb-lock:exec-run:climate.nodb";
+    let get = |db0: &mut redis::Connection| -> Option<String> {
+        redis::cmd("GET").arg(key).query(db0).expect("GET")
+    };
+    let first = wait_for("the child's lock", || get(&mut db0));
+    let token = runq_common::nodb::lock::LockPayload::parse(&first).token;
+    // Past its 1 s TTL the worker still holds it for the child.
+    std::thread::sleep(Duration::from_millis(1500));
+    let later = get(&mut db0).expect("still locked after 1.5 TTLs");
+    assert_eq!(
+        runq_common::nodb::lock::LockPayload::parse(&later).token,
+        token
+    );
+    wait_until("the job to finish", || {
+        redis.status(&id).as_deref() == Some("finished")
+    });
+    let v = job_json(&redis, &id);
+    let env = &v["return_value"]["env"];
+    assert_eq!(env["RUNQ_RUNID"], "exec-run", "{v}");
+    let tokens: Value =
+        serde_json::from_str(env["RUNQ_LOCK_TOKENS"].as_str().expect("tokens")).unwrap();
+    assert_eq!(tokens["climate.nodb"]["token"], json!(token), "{tokens}");
+    assert_eq!(tokens["climate.nodb"]["key"], json!(key), "{tokens}");
+    assert_eq!(get(&mut db0), None, "released after the child exited");
+    let stamped: Option<String> = redis::cmd("HGET")
+        .arg("exec-run")
+        .arg("timestamps:build_climate")
+        .query(&mut db0)
+        .unwrap();
+    assert!(stamped.is_some(), "RedisPrep stamped on success");
+    let job_key: Option<String> = redis::cmd("HGET")
+        .arg("exec-run")
+        .arg("rq:whoami_after")
+        .query(&mut db0)
+        .unwrap();
+    assert_eq!(
+        job_key.as_deref(),
+        Some(id.as_str()),
+        "rq:<func> set at enqueue"
+    );
+}

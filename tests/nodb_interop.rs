@@ -461,13 +461,13 @@ fn lock_taken_after_a_wait_is_stamped_when_taken() {
     let expires_at = payload["expires_at"].as_i64().expect("expires_at");
     assert!(
         acquired_at >= unlock_started_at,
-        "BUG: acquired_at ({acquired_at}) is when runq began waiting, not when SET NX \
+        "acquired_at ({acquired_at}) is when runq began waiting, not when SET NX \
          succeeded (python let go at {unlock_started_at} or later): {payload}"
     );
     assert_eq!(
         expires_at - acquired_at,
         30,
-        "BUG: a freshly taken lock has expires_at = acquired_at + ttl (wepppy §2.5): {payload}"
+        "a freshly taken lock has expires_at = acquired_at + ttl (wepppy §2.5): {payload}"
     );
     assert_finished(&redis, &id, "build_climate after waiting");
     worker.sigterm();

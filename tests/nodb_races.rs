@@ -168,8 +168,8 @@ async fn race1_sixteen_contenders_take_turns_on_one_lock() {
         );
         tasks.push(tokio::spawn(async move {
             let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            let lease = Lease::new("herd-run", "climate.nodb", 30);
-            lock::acquire_waiting(&mut conn, &lease, Duration::from_secs(30))
+            let mut lease = Lease::new("herd-run", "climate.nodb", 30);
+            lock::acquire_waiting(&mut conn, &mut lease, Duration::from_secs(30))
                 .await
                 .unwrap_or_else(|e| panic!("contender {n} gave up: {e}"));
             let now_inside = inside.fetch_add(1, Ordering::SeqCst) + 1;
@@ -382,8 +382,8 @@ async fn race4_stale_token_unlock_is_refused_and_force_unlock_works() {
     let redis = RedisServer::start();
     let client = redis::Client::open(format!("{}/0", redis.url())).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let owner = Lease::new("stale-run", "climate.nodb", 60);
-    lock::acquire_waiting(&mut conn, &owner, Duration::from_secs(1))
+    let mut owner = Lease::new("stale-run", "climate.nodb", 60);
+    lock::acquire_waiting(&mut conn, &mut owner, Duration::from_secs(1))
         .await
         .unwrap();
     // A previous holder's token: refused, naming the owner; the lock is intact.
@@ -487,6 +487,6 @@ fn race5_clearing_locks_fails_the_active_task_cleanly_and_spares_other_runs() {
     );
     // The cleared run can be locked again.
     let again = enqueue(&redis, &["runq.demo.build_climate", "clear-a"]);
-    wait_finished(&redis, &[again.clone()]);
+    wait_finished(&redis, std::slice::from_ref(&again));
     assert_eq!(history(runs.path(), "clear-a", "climate.nodb"), vec![again]);
 }

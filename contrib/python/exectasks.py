@@ -96,3 +96,10 @@ def polite(pidfile):
     _write_pids(pidfile, [os.getpid(), grandchild.pid])
     while True:
         time.sleep(1)
+
+
+def whoami_after(runid, seconds):
+    """Sleeps `seconds`, then reports like `whoami` (a run-state task holding locks)."""
+    import time
+    time.sleep(float(seconds))
+    return whoami(runid, seconds)

@@ -23,7 +23,9 @@ pub struct BenchLocksArgs {
 
 pub async fn run(config: &Config, a: BenchLocksArgs) -> Result<(), CliError> {
     if a.cycles == 0 || a.held == 0 {
-        return Err(CliError::Usage("--cycles and --held must be at least 1".into()));
+        return Err(CliError::Usage(
+            "--cycles and --held must be at least 1".into(),
+        ));
     }
     let mut conn = runq_common::connect::ping(config, config.redis.db.lock).await?;
     lock::clear_locks(&mut conn, &a.runid, None).await?;
@@ -44,7 +46,10 @@ pub async fn run(config: &Config, a: BenchLocksArgs) -> Result<(), CliError> {
         let answer = lock::release(&mut conn, &lease).await?;
         release.push(t.elapsed());
         if answer != TokenCheck::Ok {
-            return Err(CliError::Other(format!("release of {} said {answer:?}", lease.key)));
+            return Err(CliError::Other(format!(
+                "release of {} said {answer:?}",
+                lease.key
+            )));
         }
     }
     let leases: Vec<Lease> = (0..a.held)

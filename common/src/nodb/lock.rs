@@ -216,10 +216,11 @@ pub async fn try_acquire<C: ConnectionLike + Send>(
 }
 
 /// Takes the lock, waiting with jittered exponential backoff (10 ms doubling to 500 ms)
-/// up to `wait`; then fails naming the holder. Returns how many attempts it took.
+/// up to `wait`; then fails naming the holder. Each attempt stamps `acquired_at` anew, so
+/// the stored payload says when the lock was really taken. Returns the attempts made.
 pub async fn acquire_waiting<C: ConnectionLike + Send>(
     conn: &mut C,
-    lease: &Lease,
+    lease: &mut Lease,
     wait: Duration,
 ) -> Result<u32, LockError> {
     let start = Instant::now();
@@ -227,6 +228,7 @@ pub async fn acquire_waiting<C: ConnectionLike + Send>(
     let mut attempts = 0;
     loop {
         attempts += 1;
+        lease.acquired_at = now_secs();
         let holder = match try_acquire(conn, lease).await? {
             None => return Ok(attempts),
             Some(h) => h,

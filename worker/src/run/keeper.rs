@@ -112,9 +112,8 @@ impl LockKeeper {
         let left = wait.saturating_sub(start.elapsed());
         let mut conn = self.conn.get().await.map_err(connection_error)?;
         let mut lease = lease;
-        lease.acquired_at = lock::now_secs();
         let local_wait = start.elapsed();
-        match lock::acquire_waiting(&mut conn, &lease, left).await {
+        match lock::acquire_waiting(&mut conn, &mut lease, left).await {
             Ok(attempts) => {
                 if attempts > 1 || local_wait > Duration::from_millis(1) {
                     self.metrics.lock_wait(start.elapsed().as_secs_f64());
