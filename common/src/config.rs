@@ -412,6 +412,14 @@ impl TaskConfig {
                 "handler must be `native:<name>` or `exec`, not `{handler}`"
             ));
         }
+        for lock in &self.locks {
+            let rel = lock.replace('\\', "/");
+            if rel.is_empty() || rel.starts_with('/') || rel.split('/').any(|p| p == "..") {
+                return Err(format!(
+                    "lock `{lock}` must be a relative path inside the run directory"
+                ));
+            }
+        }
         if !self.locks.is_empty() && self.runid_arg.is_none() {
             return Err("a task holding locks needs `runid_arg`".into());
         }

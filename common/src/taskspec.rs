@@ -80,10 +80,10 @@ impl TaskSpec {
             }
             None => base.handler.clone(),
         };
-        let mut locks = if cfg.locks.is_empty() {
+        let mut locks: Vec<String> = if cfg.locks.is_empty() {
             base.locks
         } else {
-            cfg.locks.clone()
+            cfg.locks.iter().map(|l| l.replace('\\', "/")).collect()
         };
         locks.sort();
         locks.dedup();

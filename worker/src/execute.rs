@@ -7,15 +7,12 @@ use crate::fetch::Claimed;
 use crate::run::{self, Ending, RunContext, RunServices};
 use crate::slots::{Running, StopReason};
 use crate::tasks::table::{Resolved, TaskTable};
-use crate::tasks::{TaskCall, TaskOutput, TaskResult};
+use crate::tasks::{TaskCall, TaskOutput};
 use runq_common::payload::{self, JobCall};
 use runq_common::results;
 use runq_common::taskspec::{ExecMode, Handler};
 use runq_common::SerializerKind;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// How an execution ended, ready for the completion script.
@@ -77,7 +74,8 @@ pub async fn execute(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) ->
         Ok(p) => p,
         Err(text) => return Outcome::failure(text),
     };
-    let spec = &prepared.resolved.spec;
+    let resolved = prepared.resolved.clone();
+    let spec = &resolved.spec;
     let timeout = match (spec.timeout, job.hash.timeout()) {
         (Some(t), _) => t,
         (None, Ok(Some(t))) => t,
@@ -105,13 +103,19 @@ pub async fn execute(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) ->
     } else {
         None
     };
-    let mut outcome = run_handler(ctx, job, running, &prepared, run.clone(), timeout).await;
+    let mut outcome = run_handler(ctx, job, running, prepared, run.clone(), timeout).await;
+    if matches!(spec.handler, Handler::Exec { .. }) {
+        // A cut-off child gets SIGTERM, then SIGKILL after a grace: its locks stay held
+        // (and renewed) until its process group is gone.
+        crate::tasks::exec::children_gone(&job.id).await;
+    }
     if let Some(run) = run {
         if let (Outcome::Success { .. }, Some(why)) = (&outcome, run.lock_lost()) {
             outcome = Outcome::failure(why);
         }
         let ending = match &outcome {
             Outcome::Success { .. } => Ending::Success,
+            Outcome::Requeue => Ending::Requeued,
             other => Ending::Failure(other.reason()),
         };
         run::finish(&run, spec, ending).await;
@@ -178,65 +182,88 @@ async fn run_handler(
     ctx: &ExecContext<'_>,
     job: &Claimed,
     running: &Running,
-    prepared: &Prepared,
+    prepared: Prepared,
     run: Option<Arc<RunContext>>,
     timeout: i64,
 ) -> Outcome {
     let cancel = running.cancel_token();
+    let Prepared {
+        resolved,
+        serializer,
+        call,
+        payload,
+    } = prepared;
     let call = TaskCall {
         job_id: job.id.clone(),
-        func_name: prepared.call.func_name.clone(),
-        args: prepared.call.args.clone(),
-        kwargs: prepared.call.kwargs.clone(),
+        func_name: call.func_name,
+        args: call.args,
+        kwargs: call.kwargs,
         cancel: cancel.clone(),
-        payload: prepared.payload.clone(),
-        serializer: prepared.serializer,
+        payload,
+        serializer,
         run: run.clone(),
     };
-    let task = prepared.resolved.task.clone();
-    let spec = &prepared.resolved.spec;
-    let work = async {
-        if let Some(run) = &run {
-            run::take_locks(run, spec).await?;
-        }
-        Ok::<_, String>(AbortOnDrop(tokio::spawn(task.run(call))).await)
-    };
-    let limit = async {
-        if timeout > 0 {
-            tokio::time::sleep(Duration::from_secs(timeout as u64)).await
-        } else {
-            std::future::pending::<()>().await
+    let task = resolved.task.clone();
+    let spec = &resolved.spec;
+    let deadline =
+        (timeout > 0).then(|| tokio::time::Instant::now() + Duration::from_secs(timeout as u64));
+    let limit = || async move {
+        match deadline {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending::<()>().await,
         }
     };
-    let result = tokio::select! {
-        r = work => r,
-        _ = limit => {
-            cancel.cancel();
-            return Outcome::failure(format!(
-                "JobTimeoutException: Task exceeded maximum timeout value ({timeout} seconds)"
-            ));
+    let stopped = || async {
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            _ = ctx.shutdown.cold() => running.stop(StopReason::Shutdown),
         }
-        _ = async {
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = ctx.shutdown.cold() => running.stop(StopReason::Shutdown),
+    };
+    let timed_out = || {
+        cancel.cancel();
+        Outcome::failure(format!(
+            "JobTimeoutException: Task exceeded maximum timeout value ({timeout} seconds)"
+        ))
+    };
+    // Phase 1: the run's locks (waiting counts against the job's timeout).
+    if let Some(run) = &run {
+        tokio::select! {
+            r = run::take_locks(run, spec) => {
+                if let Err(lock_error) = r {
+                    return Outcome::failure(lock_error);
+                }
             }
-        } => {
+            _ = limit() => return timed_out(),
+            _ = stopped() => return cancelled_outcome(ctx, running, Some(run)),
+        }
+    }
+    // Phase 2: the handler. When it is cut off, the abort is awaited, so the handler has
+    // been dropped (an exec child's group signalled) before the locks are released.
+    let mut handle = tokio::spawn(task.run(call));
+    let result = tokio::select! {
+        r = &mut handle => r,
+        _ = limit() => {
+            handle.abort();
+            let _ = handle.await;
+            return timed_out();
+        }
+        _ = stopped() => {
+            handle.abort();
+            let _ = handle.await;
             return cancelled_outcome(ctx, running, run.as_deref());
         }
     };
     match result {
-        Err(lock_error) => Outcome::failure(lock_error),
-        Ok(Ok(Ok(output))) => Outcome::Success {
-            return_value: encode_return(prepared.serializer, output),
+        Ok(Ok(output)) => Outcome::Success {
+            return_value: encode_return(serializer, output),
         },
-        Ok(Ok(Err(e))) => Outcome::failure(e.to_string()),
-        Ok(Err(join)) if join.is_panic() => Outcome::failure(format!(
+        Ok(Err(e)) => Outcome::failure(e.to_string()),
+        Err(join) if join.is_panic() => Outcome::failure(format!(
             "TaskPanic: the handler for `{}` panicked: {}",
             job.id,
             panic_text(join)
         )),
-        Ok(Err(_)) => Outcome::failure("TaskCancelled: the handler was cancelled"),
+        Err(_) => Outcome::failure("TaskCancelled: the handler was cancelled"),
     }
 }
 
@@ -268,23 +295,6 @@ fn cancelled_outcome(
                 }
             }
         }
-    }
-}
-
-/// A spawned handler that is aborted when its awaiting future is dropped (timeout,
-/// stop-job, lost lock, cold shutdown).
-struct AbortOnDrop(tokio::task::JoinHandle<TaskResult>);
-
-impl Future for AbortOnDrop {
-    type Output = Result<TaskResult, tokio::task::JoinError>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx)
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -162,25 +162,34 @@ impl Document {
             path: path.clone(),
             detail: format!("cannot encode: {e}"),
         })?;
-        let prepared = atomic::prepare(&self.path, &bytes).map_err(|e| io_err(&self.path, e))?;
+        // The data is made durable off the async threads (fsync can be slow, on NFS
+        // especially); the fence is checked after that and right before the rename.
+        let target = self.path.clone();
+        let prepared = blocking(move || atomic::prepare(&target, &bytes))
+            .await
+            .map_err(|e| io_err(&self.path, e))?;
         fence().await.map_err(|reason| DocError::Fenced {
             path: path.clone(),
             reason,
         })?;
         let meta = prepared.commit().map_err(|e| io_err(&self.path, e))?;
-        let mut signature = Signature::of(&meta);
+        // Committed: from here on this is the content, whatever else fails.
+        st.value = Some(value.clone());
+        st.signature = Some(Signature::of(&meta));
         if let Some(old) = observed {
-            if signature.size == old.size && signature.mtime_ns <= old.mtime_ns {
-                signature = self.push_mtime_forward(old)?;
+            let new = Signature::of(&meta);
+            if new.size == old.size && new.mtime_ns <= old.mtime_ns {
+                st.signature = Some(self.push_mtime_forward(old)?);
             }
         }
         if let Some(dir) = self.path.parent() {
-            atomic::write(&dir.join("nodb.version"), NODB_VERSION.as_bytes())
-                .map_err(|e| io_err(&dir.join("nodb.version"), e))?;
+            let version = dir.join("nodb.version");
+            let v = version.clone();
+            blocking(move || atomic::write(&v, NODB_VERSION.as_bytes()))
+                .await
+                .map_err(|e| io_err(&version, e))?;
         }
-        st.value = Some(value.clone());
-        st.signature = Some(signature);
-        Ok(signature)
+        Ok(st.signature.expect("set above"))
     }
 
     /// Sets mtime to `max(now, old + 1 s)` so a same-size rewrite is always visible.
@@ -197,6 +206,15 @@ impl Document {
         let meta = f.metadata().map_err(|e| io_err(&self.path, e))?;
         Ok(Signature::of(&meta))
     }
+}
+
+/// Runs blocking file work on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
 }
 
 /// The per-process map of documents by absolute path.

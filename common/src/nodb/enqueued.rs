@@ -10,6 +10,7 @@ use redis::aio::ConnectionLike;
 /// What enqueueing `job` writes to its run hash, if its task names a runid.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrepWrite {
+    /// The RedisPrep hash key (the last `;;` part of the runid).
     pub runid: String,
     /// Field `rq:<key>` gets the job id.
     pub key: String,
@@ -24,7 +25,7 @@ pub fn prep_write(config: &Config, job: &NewJob) -> Option<PrepWrite> {
     let runid = spec.runid(&job.call.args, &job.call.kwargs)?;
     super::rundir::validate_runid(&runid).ok()?;
     Some(PrepWrite {
-        runid,
+        runid: super::rundir::prep_key(&runid).to_string(),
         key: spec.short_name().to_string(),
         task: spec.prep_task.clone(),
         job_id: job.id.clone(),

@@ -16,6 +16,12 @@ pub fn validate_runid(runid: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The RedisPrep hash key of a run: the last `;;` part (wepppy's RedisPrep keys by the run
+/// directory's name, so `batch;;spring;;run-1` stamps hash `run-1`; locks keep the full id).
+pub fn prep_key(runid: &str) -> &str {
+    runid.rsplit(";;").next().unwrap_or(runid)
+}
+
 /// The run's directory (not created).
 pub fn run_dir(runs_dir: &Path, runid: &str) -> Result<PathBuf, String> {
     validate_runid(runid)?;

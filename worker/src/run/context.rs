@@ -156,8 +156,15 @@ impl RunContext {
                 if let Some(why) = fence.lost() {
                     return Err(why);
                 }
-                let mut conn = lock_db.get().await.map_err(|e| e.to_string())?;
-                match lock::check(&mut conn, &lease).await {
+                let checked = super::bounded(async {
+                    let mut conn = lock_db.get().await.map_err(|e| e.to_string())?;
+                    lock::check(&mut conn, &lease)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await
+                .unwrap_or_else(|| Err("timed out".into()));
+                match checked {
                     Ok(TokenCheck::Ok) => Ok(()),
                     Ok(TokenCheck::Gone) => {
                         Err(format!("lock {} is gone (cleared or expired)", lease.key))
@@ -177,7 +184,12 @@ impl RunContext {
                 };
                 TaskError::new(kind, e.to_string())
             })?;
-        self.after_write(doc.path(), value, signature).await;
+        if super::bounded(self.after_write(doc.path(), value, signature))
+            .await
+            .is_none()
+        {
+            tracing::warn!(runid = %self.runid, "refreshing the NoDb cache timed out");
+        }
         Ok(())
     }
 
@@ -202,7 +214,7 @@ impl RunContext {
         }
         if let Ok(mut conn) = self.services.lock_db.get().await {
             let r: redis::RedisResult<()> = redis::cmd("HSET")
-                .arg(&self.runid)
+                .arg(runq_common::nodb::rundir::prep_key(&self.runid))
                 .arg("last_modified")
                 .arg(signature.mtime_secs().round() as i64)
                 .query_async(&mut conn)
@@ -250,6 +262,15 @@ impl RunContext {
 
 /// Publishes, logging (not failing) when Redis refuses.
 pub(super) async fn publish_on(db: &SharedConnection, channel: &str, line: &str) {
+    if super::bounded(publish_now(db, channel, line))
+        .await
+        .is_none()
+    {
+        tracing::warn!(channel, "publishing a status line timed out");
+    }
+}
+
+async fn publish_now(db: &SharedConnection, channel: &str, line: &str) {
     match db.get().await {
         Ok(mut conn) => {
             if let Err(e) = status::publish(&mut conn, channel, line).await {

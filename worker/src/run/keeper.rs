@@ -50,6 +50,12 @@ pub struct LockKeeper {
     inner: Arc<Inner>,
 }
 
+/// When an unconfirmed lease counts as lost: `ttl − margin` after its last confirmation.
+fn deadline(e: &Entry) -> Instant {
+    let ttl = Duration::from_secs(e.lease.ttl);
+    e.confirmed_at + ttl.saturating_sub(safety_margin(e.lease.ttl))
+}
+
 /// Seconds before a lease would expire at which an unrenewed lock counts as lost.
 fn safety_margin(ttl: u64) -> Duration {
     Duration::from_secs(ttl)
@@ -157,12 +163,18 @@ impl LockKeeper {
             .lock()
             .expect("held locks")
             .retain(|e| e.id != held.id);
-        let mut conn = self.conn.get().await.map_err(|e| e.to_string())?;
-        let r = lock::release(&mut conn, &held.lease).await;
-        if r.is_err() {
-            self.conn.reset().await;
+        let released = super::bounded(async {
+            let mut conn = self.conn.get().await.map_err(|e| e.to_string())?;
+            lock::release(&mut conn, &held.lease)
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|| Err("timed out".into()));
+        if released.is_err() {
+            self.reset().await;
         }
-        r.map_err(|e| e.to_string())
+        released
     }
 
     /// Renews until `stop` is cancelled.
@@ -197,12 +209,18 @@ impl LockKeeper {
             .map(|e| (e.id, e.lease.clone()))
             .collect();
         if !due.is_empty() {
+            // A renewal may take at most TTL/3, and never past the earliest moment a
+            // lease must count as lost: the deadline check below must not wait on it.
             let budget = due
                 .iter()
                 .map(|(_, l)| Duration::from_secs(l.ttl) / 3)
                 .min()
                 .unwrap_or(TICK)
-                .max(TICK);
+                .max(TICK)
+                .min(
+                    self.until_earliest_deadline()
+                        .max(Duration::from_millis(10)),
+                );
             let sent_at = Instant::now();
             let answers = tokio::time::timeout(budget, async {
                 let mut conn = self.conn.get().await.map_err(|e| e.to_string())?;
@@ -215,16 +233,34 @@ impl LockKeeper {
             match answers {
                 Ok(Ok(answers)) => self.apply(&due, &answers, sent_at),
                 Ok(Err(e)) => {
-                    self.conn.reset().await;
+                    self.reset().await;
                     tracing::warn!(error = %e, locks = due.len(), "could not renew NoDb locks; retrying");
                 }
                 Err(_) => {
-                    self.conn.reset().await;
+                    self.reset().await;
                     tracing::warn!(locks = due.len(), "NoDb lock renewal timed out; retrying");
                 }
             }
         }
         self.expire_unconfirmed();
+    }
+
+    /// Time left until the first held lease must count as lost.
+    fn until_earliest_deadline(&self) -> Duration {
+        let now = Instant::now();
+        self.inner
+            .held
+            .lock()
+            .expect("held locks")
+            .iter()
+            .map(|e| deadline(e).saturating_duration_since(now))
+            .min()
+            .unwrap_or(TICK)
+    }
+
+    /// Drops the connection after an error, without ever waiting long for it.
+    async fn reset(&self) {
+        let _ = tokio::time::timeout(TICK, self.conn.reset()).await;
     }
 
     fn apply(&self, due: &[(u64, Lease)], answers: &[TokenCheck], sent_at: Instant) {
@@ -271,9 +307,7 @@ impl LockKeeper {
         let mut held = self.inner.held.lock().expect("held locks");
         let mut lost = Vec::new();
         held.retain(|e| {
-            let ttl = Duration::from_secs(e.lease.ttl);
-            let limit = e.confirmed_at + ttl.saturating_sub(safety_margin(e.lease.ttl));
-            if now >= limit {
+            if now >= deadline(e) {
                 lost.push((e.fence.clone(), e.lease.key.clone()));
                 false
             } else {

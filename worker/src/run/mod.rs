@@ -42,12 +42,13 @@ pub async fn open(
         Some(dir) => rundir::run_dir(dir, &runid),
         None => Err("worker.runs_dir is not configured, so runs have no directory".into()),
     };
-    let level = match services.loglevel_db.get().await {
-        Ok(mut conn) => loglevel::get(&mut conn, &runid)
-            .await
-            .unwrap_or(loglevel::INFO),
-        Err(_) => loglevel::INFO,
-    };
+    let level = bounded(async {
+        let mut conn = services.loglevel_db.get().await.ok()?;
+        loglevel::get(&mut conn, &runid).await.ok()
+    })
+    .await
+    .flatten()
+    .unwrap_or(loglevel::INFO);
     let ctx = Arc::new(RunContext {
         services: services.clone(),
         job_id: job_id.to_string(),
@@ -89,10 +90,17 @@ pub async fn take_locks(ctx: &RunContext, spec: &TaskSpec) -> Result<(), String>
                 ctx.fence.clone(),
             )
             .await;
-        ctx.pending
-            .lock()
-            .expect("pending")
-            .retain(|l| l.token != lease.token);
+        // A lease whose attempt ended in a Redis error stays pending: the script may have
+        // run before the reply was lost, so `finish` releases it by token.
+        if !matches!(
+            got,
+            Err(lock::LockError::Redis(_) | lock::LockError::Connection(_))
+        ) {
+            ctx.pending
+                .lock()
+                .expect("pending")
+                .retain(|l| l.token != lease.token);
+        }
         let (held, waited) = got.map_err(|e| e.to_string())?;
         if waited > 0.05 {
             tracing::debug!(lock = %held.lease.key, waited, "waited for a NoDb lock");
@@ -105,6 +113,8 @@ pub async fn take_locks(ctx: &RunContext, spec: &TaskSpec) -> Result<(), String>
 /// How the job ended, for the run side.
 pub enum Ending<'a> {
     Success,
+    /// Cut off by a cold shutdown and put back on its queue.
+    Requeued,
     Failure(&'a str),
 }
 
@@ -115,9 +125,15 @@ pub async fn finish(ctx: &RunContext, spec: &TaskSpec, ending: Ending<'_>) {
     match ending {
         Ending::Success => {
             if let Some(task) = &spec.prep_task {
-                stamp(ctx, task).await;
+                if bounded(stamp(ctx, task)).await.is_none() {
+                    tracing::warn!(runid = %ctx.runid, task, "RedisPrep stamp timed out");
+                }
             }
             ctx.publish(&status::completed(&ctx.job_id, &ctx.func, &ctx.runid))
+                .await;
+        }
+        Ending::Requeued => {
+            ctx.status("interrupted by a worker shutdown; requeued")
                 .await;
         }
         Ending::Failure(text) => {
@@ -128,20 +144,46 @@ pub async fn finish(ctx: &RunContext, spec: &TaskSpec, ending: Ending<'_>) {
     release_all(ctx).await;
     if let Ok(wd) = &ctx.wd {
         if wd.is_dir() {
-            if let Ok(mut conn) = ctx.services.lock_db.get().await {
-                if let Err(e) = prep::dump(&mut conn, &ctx.runid, wd).await {
-                    tracing::warn!(error = %e, "could not write redisprep.dump");
-                }
+            let dumped = bounded(async {
+                let mut conn = ctx
+                    .services
+                    .lock_db
+                    .get()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let fields = prep::fields(&mut conn, rundir::prep_key(&ctx.runid))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let wd = wd.clone();
+                tokio::task::spawn_blocking(move || prep::write_dump(&wd, &fields))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+            match dumped {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "could not write redisprep.dump"),
+                None => tracing::warn!("writing redisprep.dump timed out"),
             }
         }
     }
+}
+
+/// How long one run-state round trip (status line, stamp, release, fence check) may
+/// take before it is given up on, so a hung connection never holds a slot.
+pub const REDIS_BUDGET: Duration = Duration::from_secs(5);
+
+/// `fut` within [`REDIS_BUDGET`]; None when it ran out.
+pub(crate) async fn bounded<T>(fut: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(REDIS_BUDGET, fut).await.ok()
 }
 
 async fn stamp(ctx: &RunContext, task: &str) {
     let now = chrono::Utc::now().timestamp();
     match ctx.services.lock_db.get().await {
         Ok(mut conn) => {
-            if let Err(e) = prep::stamp(&mut conn, &ctx.runid, task, now).await {
+            if let Err(e) = prep::stamp(&mut conn, rundir::prep_key(&ctx.runid), task, now).await {
                 ctx.services.lock_db.reset().await;
                 tracing::warn!(error = %e, runid = %ctx.runid, task, "could not stamp RedisPrep");
             }
@@ -169,9 +211,12 @@ async fn release_all(ctx: &RunContext) {
     if pending.is_empty() {
         return;
     }
-    if let Ok(mut conn) = ctx.services.lock_db.get().await {
-        for lease in pending {
-            let _ = lock::release(&mut conn, &lease).await;
+    bounded(async {
+        if let Ok(mut conn) = ctx.services.lock_db.get().await {
+            for lease in pending {
+                let _ = lock::release(&mut conn, &lease).await;
+            }
         }
-    }
+    })
+    .await;
 }

@@ -69,6 +69,7 @@ impl Finished {
 /// Runs `argv` with `env` added to the worker's environment and `input` on stdin, until
 /// it exits or `cancel` fires. Dropping the returned future kills the process group.
 pub async fn run(
+    job_id: &str,
     argv: &[String],
     env: Vec<(String, String)>,
     input: Arc<[u8]>,
@@ -99,7 +100,7 @@ pub async fn run(
             .take()
             .map(|r| AbortOnDrop(tokio::spawn(read_tail(r, stderr_tail.clone())))),
     ];
-    let mut guard = GroupGuard::new(child);
+    let mut guard = GroupGuard::new(child, job_id);
     let _writer = stdin.map(|w| AbortOnDrop(tokio::spawn(write_input(w, input))));
 
     let status = tokio::select! {
@@ -203,10 +204,13 @@ impl<T> Drop for AbortOnDrop<T> {
 pub struct GroupGuard {
     child: Option<Child>,
     pgid: Option<libc::pid_t>,
+    /// Counted in [`LIVE`] until the leader is reaped.
+    job: String,
 }
 
 impl GroupGuard {
-    fn new(child: Child) -> GroupGuard {
+    fn new(child: Child, job: &str) -> GroupGuard {
+        live_add(job, 1);
         // A group id of 0 or 1 would make kill(2) signal far more than this child.
         let pgid = child
             .id()
@@ -215,6 +219,7 @@ impl GroupGuard {
         GroupGuard {
             child: Some(child),
             pgid,
+            job: job.to_string(),
         }
     }
 
@@ -225,13 +230,19 @@ impl GroupGuard {
         };
         let status = child.wait().await?;
         self.child = None;
+        live_add(&self.job, -1);
         Ok(status)
     }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
-        let (Some(child), Some(pgid)) = (self.child.take(), self.pgid) else {
+        let Some(child) = self.child.take() else {
+            return;
+        };
+        let job = std::mem::take(&mut self.job);
+        let Some(pgid) = self.pgid else {
+            live_add(&job, -1);
             return;
         };
         signal_group(pgid, libc::SIGTERM);
@@ -244,6 +255,7 @@ impl Drop for GroupGuard {
                     signal_group(pgid, libc::SIGKILL);
                 }
                 reap(child);
+                live_add(&job, -1);
             });
         if let Err(e) = killer {
             tracing::warn!(error = %e, pgid, "no thread for the grace period; killing the exec child's group now");
@@ -273,6 +285,36 @@ fn signal_group(pgid: libc::pid_t, sig: libc::c_int) {
     // unreaped leader keeps the group id from being reused.
     unsafe {
         libc::kill(-pgid, sig);
+    }
+}
+
+/// Exec children not yet reaped, per job id.
+static LIVE: Mutex<Option<HashMap<String, i64>>> = Mutex::new(None);
+
+fn live_add(job: &str, delta: i64) {
+    if let Ok(mut live) = LIVE.lock() {
+        let map = live.get_or_insert_with(HashMap::new);
+        let n = map.entry(job.to_string()).or_insert(0);
+        *n += delta;
+        if *n <= 0 {
+            map.remove(job);
+        }
+    }
+}
+
+fn live_count(job: &str) -> i64 {
+    LIVE.lock()
+        .ok()
+        .and_then(|l| l.as_ref().and_then(|m| m.get(job).copied()))
+        .unwrap_or(0)
+}
+
+/// Waits until every exec child of `job` has been reaped (a cut-off child: SIGTERM, the
+/// grace, SIGKILL, reaping), at most the grace plus the reaping bound.
+pub async fn children_gone(job: &str) {
+    let limit = tokio::time::Instant::now() + KILL_GRACE + Duration::from_secs(6);
+    while live_count(job) > 0 && tokio::time::Instant::now() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -364,6 +406,7 @@ mod tests {
     #[tokio::test]
     async fn runs_with_input_env_and_status() {
         let finished = run(
+            "unit-test-job",
             &argv(&["sh", "-c", "cat; echo \"$RUNQ_X\" >&2; exit 3"]),
             vec![("RUNQ_X".into(), "from env".into())],
             Arc::from(&b"from stdin"[..]),
@@ -380,6 +423,7 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_a_spawn_error() {
         let err = run(
+            "unit-test-job",
             &argv(&["/nonexistent/runq-child"]),
             vec![],
             Arc::from(&b""[..]),
@@ -410,6 +454,7 @@ mod tests {
             c.cancel();
         });
         let err = run(
+            "unit-test-job",
             &argv(&["sh", "-c", &script]),
             vec![],
             Arc::from(&b""[..]),

@@ -25,7 +25,7 @@
 pub mod child;
 pub mod protocol;
 
-pub use child::kill_lingering;
+pub use child::{children_gone, kill_lingering};
 
 use super::{Task, TaskCall, TaskError, TaskFuture, TaskResult};
 use child::ChildError;
@@ -62,7 +62,7 @@ async fn run_job(command: Arc<[String]>, mode: ExecMode, call: TaskCall) -> Task
     let result_file = dir.result_file();
     let input = protocol::input(mode, &call)?;
     let env = protocol::env(mode, &call, &result_file);
-    let finished = child::run(&command, env, input, &call.cancel)
+    let finished = child::run(&call.job_id, &command, env, input, &call.cancel)
         .await
         .map_err(|e| match e {
             ChildError::Spawn { .. } => TaskError::new("ExecSpawnFailed", e.to_string()),
