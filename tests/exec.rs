@@ -529,3 +529,44 @@ fn exec_task_with_run_state_holds_and_renews_its_lock_while_the_child_runs() {
         "rq:<func> set at enqueue"
     );
 }
+
+#[test]
+fn a_cut_off_childs_lock_is_held_until_its_process_group_is_gone() {
+    let redis = RedisServer::start();
+    let dir = TempDir::new("exec-held");
+    let pidfile = dir.path().join("pids");
+    let id = enqueue(
+        &redis,
+        &[
+            "exectasks.stubborn_run",
+            "held-run",
+            &json!(pidfile.to_str().unwrap()).to_string(),
+            "--queue",
+            "eh",
+        ],
+    );
+    // A 1 s lock TTL: only renewal keeps it through the 2 s SIGTERM grace.
+    let config = runner_task(
+        "exectasks.stubborn_run",
+        "json",
+        "timeout = 2\nrunid_arg = \"0\"\nlocks = [\"climate.nodb\"]\nlock_ttl = 1\n",
+    );
+    let _w = worker(&redis, &config, "eh").spawn();
+    let pids = wait_pids(&pidfile);
+    let mut db0 = redis::Client::open(format!("{}/0", redis.url()))
+        .and_then(|c| c.get_connection())
+        .expect("DB 0");
+    let key = "nodb-lock:held-run:climate.nodb";
+    wait_until("the lock to be released", || {
+        let v: Option<String> = redis::cmd("GET").arg(key).query(&mut db0).expect("GET");
+        v.is_none()
+    });
+    // The moment the lock is free, no process of the child's group may still run.
+    for pid in &pids {
+        assert!(
+            !alive(*pid),
+            "pid {pid} still runs after its lock was released"
+        );
+    }
+    redis.wait_status(&id, "failed");
+}

@@ -103,3 +103,8 @@ def whoami_after(runid, seconds):
     import time
     time.sleep(float(seconds))
     return whoami(runid, seconds)
+
+
+def stubborn_run(runid, pidfile):
+    """`stubborn` as a run-state task: the runid first, as WEPPcloud tasks take it."""
+    return stubborn(pidfile)
