@@ -38,6 +38,12 @@ fn worker<'a>(redis: &'a RedisServer, config: &str, queues: &str) -> WorkerCmd<'
         .args(&["--queues", queues])
 }
 
+/// Enqueues `func(pidfile)` on `queue`: the child writes its (and its child's) pids there.
+fn enqueue_pidfile_task(redis: &RedisServer, func: &str, pidfile: &Path, queue: &str) -> String {
+    let pidfile = json!(pidfile.to_str().expect("utf-8 path")).to_string();
+    enqueue(redis, &[func, &pidfile, "--queue", queue])
+}
+
 /// Running and not a zombie (a zombie has been killed; only its parent has not reaped it).
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 sends nothing; it only checks that the process exists.
@@ -296,15 +302,7 @@ fn timeout_kills_a_sigterm_ignoring_child_and_its_grandchild() {
     let redis = RedisServer::start();
     let dir = TempDir::new("exec-timeout");
     let pidfile = dir.path().join("pids");
-    let id = enqueue(
-        &redis,
-        &[
-            "exectasks.stubborn",
-            &json!(pidfile.to_str().unwrap()).to_string(),
-            "--queue",
-            "et",
-        ],
-    );
+    let id = enqueue_pidfile_task(&redis, "exectasks.stubborn", &pidfile, "et");
     let config = runner_task("exectasks.stubborn", "json", "timeout = 2");
     let mut w = worker(&redis, &config, "et").spawn();
     let pids = wait_pids(&pidfile);
@@ -324,15 +322,7 @@ fn stop_job_terminates_the_whole_process_group() {
     let redis = RedisServer::start();
     let dir = TempDir::new("exec-stop");
     let pidfile = dir.path().join("pids");
-    let id = enqueue(
-        &redis,
-        &[
-            "exectasks.polite",
-            &json!(pidfile.to_str().unwrap()).to_string(),
-            "--queue",
-            "es",
-        ],
-    );
+    let id = enqueue_pidfile_task(&redis, "exectasks.polite", &pidfile, "es");
     let config = runner_task("exectasks.polite", "json", "");
     let mut w = worker(&redis, &config, "es")
         .args(&["--name", "esw", "--concurrency", "1"])
@@ -355,15 +345,7 @@ fn cold_shutdown_kills_the_child_before_the_worker_exits() {
     let redis = RedisServer::start();
     let dir = TempDir::new("exec-cold");
     let pidfile = dir.path().join("pids");
-    let id = enqueue(
-        &redis,
-        &[
-            "exectasks.stubborn",
-            &json!(pidfile.to_str().unwrap()).to_string(),
-            "--queue",
-            "ec",
-        ],
-    );
+    let id = enqueue_pidfile_task(&redis, "exectasks.stubborn", &pidfile, "ec");
     let config = runner_task("exectasks.stubborn", "json", "");
     let mut w = worker(&redis, &config, "ec").spawn();
     let pids = wait_pids(&pidfile);
@@ -485,9 +467,7 @@ fn exec_task_with_run_state_holds_and_renews_its_lock_while_the_child_runs() {
     .ok("runq enqueue with the task config");
     let id = out.last_line().to_string();
     let _worker = worker(&redis, &config, "er").spawn();
-    let mut db0 = redis::Client::open(format!("{}/0", redis.url()))
-        .and_then(|c| c.get_connection())
-        .expect("DB 0");
+    let mut db0 = redis.conn_db(0);
     let key = "nodb-lock:exec-run:climate.nodb";
     let get = |db0: &mut redis::Connection| -> Option<String> {
         redis::cmd("GET").arg(key).query(db0).expect("GET")
@@ -553,9 +533,7 @@ fn a_cut_off_childs_lock_is_held_until_its_process_group_is_gone() {
     );
     let _w = worker(&redis, &config, "eh").spawn();
     let pids = wait_pids(&pidfile);
-    let mut db0 = redis::Client::open(format!("{}/0", redis.url()))
-        .and_then(|c| c.get_connection())
-        .expect("DB 0");
+    let mut db0 = redis.conn_db(0);
     let key = "nodb-lock:held-run:climate.nodb";
     wait_until("the lock to be released", || {
         let v: Option<String> = redis::cmd("GET").arg(key).query(&mut db0).expect("GET");

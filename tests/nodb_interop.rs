@@ -14,14 +14,6 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 // ---------------------------------------------------------------------------------------
 // Helpers
 
-/// A connection to logical database `n` of the test Redis.
-fn db(redis: &RedisServer, n: u8) -> redis::Connection {
-    redis::Client::open(format!("{}/{n}", redis.url()))
-        .expect("redis client")
-        .get_connection()
-        .expect("connect to the test redis")
-}
-
 fn lock_key(runid: &str, relpath: &str) -> String {
     format!("nodb-lock:{runid}:{relpath}")
 }
@@ -30,7 +22,7 @@ fn lock_key(runid: &str, relpath: &str) -> String {
 fn get0(redis: &RedisServer, key: &str) -> Option<String> {
     redis::cmd("GET")
         .arg(key)
-        .query(&mut db(redis, 0))
+        .query(&mut redis.conn_db(0))
         .expect("GET")
 }
 
@@ -38,7 +30,7 @@ fn get0(redis: &RedisServer, key: &str) -> Option<String> {
 fn run_hash(redis: &RedisServer, runid: &str) -> Map<String, Value> {
     let fields: Vec<(String, String)> = redis::cmd("HGETALL")
         .arg(runid)
-        .query(&mut db(redis, 0))
+        .query(&mut redis.conn_db(0))
         .expect("HGETALL");
     fields
         .into_iter()
@@ -50,7 +42,7 @@ fn flag(redis: &RedisServer, runid: &str, relpath: &str) -> Option<String> {
     redis::cmd("HGET")
         .arg(runid)
         .arg(format!("locked:{relpath}"))
-        .query(&mut db(redis, 0))
+        .query(&mut redis.conn_db(0))
         .expect("HGET")
 }
 
@@ -253,7 +245,7 @@ fn wait_pattern_subscriber(redis: &RedisServer) {
     wait_until("a pattern subscriber", || {
         let n: i64 = redis::cmd("PUBSUB")
             .arg("NUMPAT")
-            .query(&mut db(redis, 2))
+            .query(&mut redis.conn_db(2))
             .expect("PUBSUB NUMPAT");
         n > 0
     });
@@ -262,7 +254,7 @@ fn wait_pattern_subscriber(redis: &RedisServer) {
 /// Collects the lines of `channel` in a thread until one reports COMPLETED or EXCEPTION
 /// (or nothing arrives for [`WAIT`]). Returns once the subscription is in place.
 fn collect_lines(redis: &RedisServer, channel: &str) -> std::thread::JoinHandle<Vec<String>> {
-    let mut conn = db(redis, 2);
+    let mut conn = redis.conn_db(2);
     let name = channel.to_string();
     let handle = std::thread::spawn(move || {
         let mut ps = conn.as_pubsub();
@@ -590,7 +582,7 @@ fn pipeline_with_dependencies_fills_run_state() {
             let key = path.to_str().expect("utf-8 path");
             let ttl: i64 = redis::cmd("TTL")
                 .arg(key)
-                .query(&mut db(&redis, 13))
+                .query(&mut redis.conn_db(13))
                 .expect("TTL");
             assert!(
                 (259_000..=259_200).contains(&ttl),
@@ -650,7 +642,7 @@ fn run_log_level_governs_debug_lines() {
     let redis = RedisServer::start();
     let tmp = TempDir::new("nodb-loglevel");
     let runs = tmp.path().join("runs");
-    let mut levels = db(&redis, 15);
+    let mut levels = redis.conn_db(15);
     let _: () = redis::cmd("SET")
         .arg("loglevel:dbgrun")
         .arg("debug")

@@ -28,9 +28,7 @@ fn config(runs: &Path, extra: &str) -> String {
 
 /// A connection to DB 0 (locks and run hashes).
 fn lock_db(redis: &RedisServer) -> redis::Connection {
-    redis::Client::open(format!("{}/0", redis.url()))
-        .and_then(|c| c.get_connection())
-        .expect("connect to DB 0")
+    redis.conn_db(0)
 }
 
 fn lock_value(redis: &RedisServer, runid: &str, rel: &str) -> Option<String> {
@@ -153,7 +151,7 @@ fn now_epoch() -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn race1_sixteen_contenders_take_turns_on_one_lock() {
     let redis = RedisServer::start();
-    let client = redis::Client::open(format!("{}/0", redis.url())).unwrap();
+    let client = redis::Client::open(redis.url_db(0)).unwrap();
     let inside = Arc::new(AtomicUsize::new(0));
     let most_inside = Arc::new(AtomicUsize::new(0));
     let ledger = Arc::new(Mutex::new(Vec::new()));
@@ -380,7 +378,7 @@ fn race3_blocked_renewal_stops_the_task_before_its_lease_can_pass_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn race4_stale_token_unlock_is_refused_and_force_unlock_works() {
     let redis = RedisServer::start();
-    let client = redis::Client::open(format!("{}/0", redis.url())).unwrap();
+    let client = redis::Client::open(redis.url_db(0)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     let mut owner = Lease::new("stale-run", "climate.nodb", 60);
     lock::acquire_waiting(&mut conn, &mut owner, Duration::from_secs(1))

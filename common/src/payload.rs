@@ -76,14 +76,20 @@ pub fn deflate(bytes: &[u8]) -> Vec<u8> {
 
 /// Decodes a stored `data` field into the serializer it used and the call.
 pub fn decode(data: &[u8]) -> Result<(SerializerKind, JobCall), PayloadError> {
-    let raw = inflate(data)?;
+    parse(&inflate(data)?, false)
+}
+
+/// Decodes an inflated payload. `lenient` is for handlers that pass the payload on
+/// untouched (raw exec tasks): arguments that name Python classes or cannot be
+/// represented become `null` instead of failing. Nothing is imported or executed.
+pub fn parse(raw: &[u8], lenient: bool) -> Result<(SerializerKind, JobCall), PayloadError> {
     let first = *raw.first().ok_or(PayloadError::Empty)?;
-    let kind = SerializerKind::detect(&raw).ok_or(PayloadError::Unrecognised(first))?;
+    let kind = SerializerKind::detect(raw).ok_or(PayloadError::Unrecognised(first))?;
     let call = match kind {
-        SerializerKind::Pickle => decode_pickle(&raw)?,
+        SerializerKind::Pickle => decode_pickle(raw, lenient)?,
         other => {
             let v = other
-                .loads(&raw, "payload")
+                .loads(raw, "payload")
                 .map_err(|detail| PayloadError::Undecodable {
                     kind: other,
                     detail,
@@ -94,33 +100,7 @@ pub fn decode(data: &[u8]) -> Result<(SerializerKind, JobCall), PayloadError> {
     Ok((kind, call))
 }
 
-/// Decodes leniently for handlers that pass the payload on untouched (raw exec tasks):
-/// returns the inflated payload and the call, where arguments that name Python classes
-/// or cannot be represented become `null`. Nothing is imported or executed.
-pub fn decode_lenient(data: &[u8]) -> Result<(SerializerKind, JobCall, Vec<u8>), PayloadError> {
-    let raw = inflate(data)?;
-    let first = *raw.first().ok_or(PayloadError::Empty)?;
-    let kind = SerializerKind::detect(&raw).ok_or(PayloadError::Unrecognised(first))?;
-    let call = match kind {
-        SerializerKind::Pickle => decode_pickle_with(&raw, true)?,
-        other => {
-            let v = other
-                .loads(&raw, "payload")
-                .map_err(|detail| PayloadError::Undecodable {
-                    kind: other,
-                    detail,
-                })?;
-            call_from_value(v, other)?
-        }
-    };
-    Ok((kind, call, raw))
-}
-
-fn decode_pickle(raw: &[u8]) -> Result<JobCall, PayloadError> {
-    decode_pickle_with(raw, false)
-}
-
-fn decode_pickle_with(raw: &[u8], lenient: bool) -> Result<JobCall, PayloadError> {
+fn decode_pickle(raw: &[u8], lenient: bool) -> Result<JobCall, PayloadError> {
     use serde_pickle::Value as P;
     let kind = SerializerKind::Pickle;
     let options = if lenient {

@@ -147,10 +147,11 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
     let start = Instant::now();
     let mut ok = 0usize;
     let mut refused = 0usize;
+    let mut prep = crate::runstate::Prep::new(config);
     for chunk in jobs.chunks(CHUNK) {
         let batch: Vec<NewJob> = chunk.iter().map(|(_, j)| j.clone()).collect();
-        let prep = crate::runstate::Prep::connect(config, &batch).await?;
-        prep.before().await?;
+        let writes = prep.writes(&batch);
+        prep.before(&writes).await?;
         let results = rq::enqueue_many(&mut conn, &keys, &batch).await?;
         let enqueued: std::collections::HashSet<&str> = batch
             .iter()
@@ -158,7 +159,7 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
             .filter(|(_, r)| r.is_ok())
             .map(|(j, _)| j.id.as_str())
             .collect();
-        prep.after(|id| enqueued.contains(id)).await?;
+        prep.after(&writes, |id| enqueued.contains(id)).await?;
         for ((n, _), r) in chunk.iter().zip(results) {
             match r {
                 Ok(_) => ok += 1,

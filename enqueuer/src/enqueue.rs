@@ -156,10 +156,11 @@ pub async fn run(config: &Config, a: EnqueueArgs) -> Result<(), CliError> {
     }
     let job = build(config, &a)?;
     let mut conn = crate::connect(config).await?;
-    let prep = crate::runstate::Prep::connect(config, [&job]).await?;
-    prep.before().await?;
+    let mut prep = crate::runstate::Prep::new(config);
+    let writes = prep.writes([&job]);
+    prep.before(&writes).await?;
     let status = rq::enqueue(&mut conn, &config.keys(), &job).await?;
-    prep.after(|id| id == job.id).await?;
+    prep.after(&writes, |id| id == job.id).await?;
     println!(
         "{status}: {} on queue {} ({})",
         job.call.func_name, job.queue, job.serializer

@@ -47,11 +47,8 @@ pub async fn run(config: &Config, a: LocksArgs) -> Result<(), CliError> {
         return Ok(());
     }
     if let Some(rel) = &a.force_unlock {
-        let before = lock::statuses(&mut conn, &a.runid).await?;
-        let holder = before
-            .iter()
-            .find(|s| &s.relpath == rel)
-            .and_then(|s| s.stored.as_ref())
+        let holder = lock::holder(&mut conn, &lock::lock_key(&a.runid, rel))
+            .await?
             .map(|s| s.describe());
         let deleted = lock::force_unlock(&mut conn, &a.runid, rel).await?;
         match (deleted, holder) {

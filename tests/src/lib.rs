@@ -350,7 +350,17 @@ impl RedisServer {
 
     /// A connection to DB 9.
     pub fn conn(&self) -> redis::Connection {
-        client(&self.rq_url(), self.tls.as_ref())
+        self.conn_db(9)
+    }
+
+    /// The URL of logical database `db`.
+    pub fn url_db(&self, db: u16) -> String {
+        format!("{}/{db}", self.url())
+    }
+
+    /// A connection to logical database `db` (0: locks and run hashes, 2: status, ...).
+    pub fn conn_db(&self, db: u16) -> redis::Connection {
+        client(&self.url_db(db), self.tls.as_ref())
             .get_connection()
             .expect("connect to the test redis")
     }

@@ -70,7 +70,7 @@ struct Prepared {
 
 /// Runs a claimed job to an [`Outcome`].
 pub async fn execute(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) -> Outcome {
-    let prepared = match prepare(ctx, job) {
+    let prepared = match prepare(ctx, job, running) {
         Ok(p) => p,
         Err(text) => return Outcome::failure(text),
     };
@@ -123,9 +123,10 @@ pub async fn execute(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) ->
     outcome
 }
 
-/// Validates the hash, decodes the payload and finds the task. A raw exec task gets its
-/// payload untouched even when runq cannot represent its arguments.
-fn prepare(ctx: &ExecContext<'_>, job: &Claimed) -> Result<Prepared, String> {
+/// Validates the hash, decodes the payload (recording the function name on `running`)
+/// and finds the task. A raw exec task gets its payload untouched even when runq cannot
+/// represent its arguments.
+fn prepare(ctx: &ExecContext<'_>, job: &Claimed, running: &Running) -> Result<Prepared, String> {
     job.hash
         .validate_for_run()
         .map_err(|e| format!("InvalidJob: {e}"))?;
@@ -142,39 +143,38 @@ fn prepare(ctx: &ExecContext<'_>, job: &Claimed) -> Result<Prepared, String> {
             }
         )
     };
-    match payload::decode(data) {
-        Ok((serializer, call)) => {
-            let resolved = ctx
-                .table
-                .get(&call.func_name)
-                .ok_or_else(|| unknown(&call.func_name))?;
-            let payload: Arc<[u8]> = if passes_raw(&resolved) {
-                payload::inflate(data).map_err(|e| e.to_string())?.into()
-            } else {
-                Arc::from(Vec::new())
-            };
-            Ok(Prepared {
-                resolved,
-                serializer,
-                call,
-                payload,
-            })
-        }
-        Err(strict) => {
-            let Ok((serializer, call, raw)) = payload::decode_lenient(data) else {
-                return Err(strict.to_string());
-            };
-            match ctx.table.get(&call.func_name) {
-                Some(resolved) if passes_raw(&resolved) => Ok(Prepared {
-                    resolved,
-                    serializer,
-                    call,
-                    payload: raw.into(),
-                }),
-                _ => Err(strict.to_string()),
+    let raw = payload::inflate(data).map_err(|e| e.to_string())?;
+    let (serializer, call) = match payload::parse(&raw, false) {
+        Ok(decoded) => decoded,
+        // Not representable here: only a raw exec task (its child decodes) may run it.
+        Err(strict) => match payload::parse(&raw, true) {
+            Ok((serializer, call))
+                if ctx
+                    .table
+                    .get(&call.func_name)
+                    .is_some_and(|r| passes_raw(&r)) =>
+            {
+                (serializer, call)
             }
-        }
-    }
+            _ => return Err(strict.to_string()),
+        },
+    };
+    running.set_func(&call.func_name);
+    let resolved = ctx
+        .table
+        .get(&call.func_name)
+        .ok_or_else(|| unknown(&call.func_name))?;
+    let payload: Arc<[u8]> = if passes_raw(&resolved) {
+        raw.into()
+    } else {
+        Arc::from(Vec::new())
+    };
+    Ok(Prepared {
+        resolved,
+        serializer,
+        call,
+        payload,
+    })
 }
 
 /// Takes the run's locks and runs the handler, racing the timeout and cancellation.

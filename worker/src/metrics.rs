@@ -9,7 +9,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use runq_common::payload;
 
 /// Bucket bounds (seconds) for job run and queue wait times: jobs last from
 /// milliseconds to hours.
@@ -158,15 +157,16 @@ impl Metrics {
         }
     }
 
-    /// A job ended: counts it by outcome (`done` is what the completion script returned,
-    /// `None` when it could not be recorded) and records its run time.
-    pub fn job_done(&self, job: &Claimed, done: Option<&str>, run_secs: f64) {
+    /// A job ended: counts it by task (`None`: its payload did not decode) and outcome
+    /// (`done` is what the completion script returned, `None` when it could not be
+    /// recorded), and records its run time.
+    pub fn job_done(&self, job: &Claimed, task: Option<&str>, done: Option<&str>, run_secs: f64) {
         if !self.enabled {
             return;
         }
         let labels = JobLabels {
             queue: job.origin.clone(),
-            task: task_name(job),
+            task: task.unwrap_or("unknown").to_string(),
             outcome: done.unwrap_or("unrecorded").to_string(),
         };
         self.jobs.get_or_create(&labels).inc();
@@ -218,16 +218,6 @@ fn queue_label(queue: &str) -> QueueLabels {
     QueueLabels {
         queue: queue.to_string(),
     }
-}
-
-/// The job's dotted function name, from its payload.
-fn task_name(job: &Claimed) -> String {
-    job.hash
-        .data()
-        .ok()
-        .and_then(|data| payload::decode(data).ok())
-        .map(|(_, call)| call.func_name)
-        .unwrap_or_else(|| "unknown".into())
 }
 
 #[cfg(test)]

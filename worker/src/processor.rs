@@ -52,7 +52,8 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
         ctx.slots.set(slot, None);
         fetch.release(&job.queue);
         let secs = (chrono::Utc::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
-        ctx.metrics.job_done(&job, done.as_deref(), secs);
+        ctx.metrics
+            .job_done(&job, running.func(), done.as_deref(), secs);
         match (&outcome, done.as_deref()) {
             (Outcome::Success { .. }, Some(d)) => {
                 tracing::info!(worker = %worker, job = %job.id, queue = %job.origin, secs, "job {d}")

@@ -28,6 +28,8 @@ pub struct Running {
     pub origin: String,
     cancel: CancellationToken,
     reason: std::sync::Arc<Mutex<Option<StopReason>>>,
+    /// The job's function name, once its payload is decoded.
+    func: std::sync::Arc<std::sync::OnceLock<String>>,
 }
 
 impl Running {
@@ -38,7 +40,16 @@ impl Running {
             origin: origin.to_string(),
             cancel: CancellationToken::new(),
             reason: Default::default(),
+            func: Default::default(),
         }
+    }
+    /// Records the job's function name (the first one given stays).
+    pub fn set_func(&self, name: &str) {
+        let _ = self.func.set(name.to_string());
+    }
+    /// The job's function name, when its payload could be decoded.
+    pub fn func(&self) -> Option<&str> {
+        self.func.get().map(String::as_str)
     }
     /// Cancels the job; the first reason given wins.
     pub fn stop(&self, reason: StopReason) {

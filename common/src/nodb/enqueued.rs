@@ -2,6 +2,7 @@
 //! before the job is enqueued its `timestamps:<prep_task>` is removed (the run is no
 //! longer "done" for that step), and once it is enqueued `rq:<short name>` holds its id.
 
+use super::prep;
 use crate::config::Config;
 use crate::rq::NewJob;
 use crate::taskspec::TaskSpec;
@@ -40,7 +41,7 @@ pub async fn before<C: ConnectionLike + Send>(
     let mut p = redis::pipe();
     for w in writes {
         if let Some(task) = &w.task {
-            p.hdel(&w.runid, format!("timestamps:{task}")).ignore();
+            p.hdel(&w.runid, prep::timestamp_field(task)).ignore();
         }
     }
     p.query_async(conn).await
@@ -53,8 +54,7 @@ pub async fn after<C: ConnectionLike + Send>(
 ) -> redis::RedisResult<()> {
     let mut p = redis::pipe();
     for w in writes {
-        p.hset(&w.runid, format!("rq:{}", w.key), &w.job_id)
-            .ignore();
+        p.hset(&w.runid, prep::rq_field(&w.key), &w.job_id).ignore();
     }
     p.query_async(conn).await
 }

@@ -312,6 +312,15 @@ pub async fn check<C: ConnectionLike + Send>(
     Ok(TokenCheck::parse(&reply))
 }
 
+/// Who holds `key` now (None when nobody does); read-only.
+pub async fn holder<C: ConnectionLike + Send>(
+    conn: &mut C,
+    key: &str,
+) -> redis::RedisResult<Option<StoredLock>> {
+    let raw: Option<String> = redis::cmd("GET").arg(key).query_async(conn).await?;
+    Ok(raw.map(|r| LockPayload::parse(&r)))
+}
+
 /// One lock of a run as operators see it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LockStatus {

@@ -9,19 +9,14 @@ use std::path::Path;
 /// File name of the snapshot in the run directory.
 pub const DUMP_FILE: &str = "redisprep.dump";
 
-/// `HSET <runid> rq:<key> <job_id>`.
-pub async fn set_rq_job_id<C: ConnectionLike + Send>(
-    conn: &mut C,
-    runid: &str,
-    key: &str,
-    job_id: &str,
-) -> redis::RedisResult<()> {
-    redis::cmd("HSET")
-        .arg(runid)
-        .arg(format!("rq:{key}"))
-        .arg(job_id)
-        .query_async(conn)
-        .await
+/// `rq:<key>`: the job id of a task's latest enqueue.
+pub fn rq_field(key: &str) -> String {
+    format!("rq:{key}")
+}
+
+/// `timestamps:<task>`: when a step last succeeded (epoch seconds).
+pub fn timestamp_field(task: &str) -> String {
+    format!("timestamps:{task}")
 }
 
 /// `HSET <runid> timestamps:<task> <epoch seconds>`.
@@ -31,25 +26,7 @@ pub async fn stamp<C: ConnectionLike + Send>(
     task: &str,
     epoch: i64,
 ) -> redis::RedisResult<()> {
-    redis::cmd("HSET")
-        .arg(runid)
-        .arg(format!("timestamps:{task}"))
-        .arg(epoch)
-        .query_async(conn)
-        .await
-}
-
-/// `HDEL <runid> timestamps:<task>`.
-pub async fn remove_timestamp<C: ConnectionLike + Send>(
-    conn: &mut C,
-    runid: &str,
-    task: &str,
-) -> redis::RedisResult<()> {
-    redis::cmd("HDEL")
-        .arg(runid)
-        .arg(format!("timestamps:{task}"))
-        .query_async(conn)
-        .await
+    hset_field(conn, runid, &timestamp_field(task), epoch).await
 }
 
 /// `HSET <runid> attrs:<name> true|false`.
@@ -59,10 +36,20 @@ pub async fn set_attr<C: ConnectionLike + Send>(
     name: &str,
     value: bool,
 ) -> redis::RedisResult<()> {
+    let value = if value { "true" } else { "false" };
+    hset_field(conn, runid, &format!("attrs:{name}"), value).await
+}
+
+async fn hset_field<C: ConnectionLike + Send>(
+    conn: &mut C,
+    runid: &str,
+    field: &str,
+    value: impl redis::ToRedisArgs + Send + Sync,
+) -> redis::RedisResult<()> {
     redis::cmd("HSET")
         .arg(runid)
-        .arg(format!("attrs:{name}"))
-        .arg(if value { "true" } else { "false" })
+        .arg(field)
+        .arg(value)
         .query_async(conn)
         .await
 }
@@ -104,7 +91,7 @@ pub fn checklist(fields: &[(String, String)]) -> Vec<(&'static str, bool)> {
     let get = |name: &str| {
         fields
             .iter()
-            .find(|(k, _)| k == &format!("timestamps:{name}"))
+            .find(|(k, _)| *k == timestamp_field(name))
             .map(|(_, v)| v.as_str())
     };
     let ts = |name: &str| get(name).and_then(|v| v.trim().parse::<i64>().ok());

@@ -100,13 +100,9 @@ impl LockKeeper {
             Err(_) => {
                 self.metrics.lock_wait(start.elapsed().as_secs_f64());
                 let mut conn = self.conn.get().await.map_err(connection_error)?;
-                let holder = match lock::try_acquire(&mut conn, &lease).await? {
-                    None => {
-                        // Free after all; but this process queues it: give it back.
-                        lock::release(&mut conn, &lease).await?;
-                        "another job of this process".to_string()
-                    }
+                let holder = match lock::holder(&mut conn, &lease.key).await? {
                     Some(h) => h.describe(),
+                    None => "another job of this process".to_string(),
                 };
                 return Err(LockError::Held {
                     key: lease.key.clone(),
