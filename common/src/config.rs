@@ -18,6 +18,8 @@ pub struct Config {
     pub queues: Vec<QueueConfig>,
     /// Task settings keyed by the dotted function name RQ stores.
     pub tasks: BTreeMap<String, TaskConfig>,
+    /// The Python task host (`[python]`): absent = no Python tasks.
+    pub python: Option<PythonConfig>,
     /// Where the file came from, for messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -30,9 +32,87 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             queues: vec![QueueConfig::named("default")],
             tasks: BTreeMap::new(),
+            python: None,
             source: None,
         }
     }
+}
+
+/// The Python task host: one preloaded fork server per worker process that runs every
+/// function matching `functions` (see docs/python-tasks.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PythonConfig {
+    /// The interpreter, as an argv (never a shell): `["/opt/venv/bin/python"]`.
+    pub command: Vec<String>,
+    /// Directories prepended to the host's `sys.path`, in order.
+    pub path: Vec<PathBuf>,
+    /// Modules imported once, before any job.
+    pub preload: Vec<String>,
+    /// Glob patterns of RQ function names that run in Python (`*` matches dots too).
+    pub functions: Vec<String>,
+    /// A callable (`module.function`) called in each job's process with the Job first.
+    pub before_job: Option<String>,
+}
+
+impl Default for PythonConfig {
+    fn default() -> Self {
+        PythonConfig {
+            command: vec!["python3".into()],
+            path: Vec::new(),
+            preload: Vec::new(),
+            functions: Vec::new(),
+            before_job: None,
+        }
+    }
+}
+
+impl PythonConfig {
+    /// The compiled `functions` patterns (checked when the configuration is validated).
+    pub fn patterns(&self) -> Vec<glob::Pattern> {
+        self.functions
+            .iter()
+            .filter_map(|f| glob::Pattern::new(f).ok())
+            .collect()
+    }
+
+    fn check(&self) -> std::result::Result<(), (String, String)> {
+        if self.command.first().is_none_or(|c| c.trim().is_empty()) {
+            return Err((
+                "command".into(),
+                "python.command must name the interpreter (an argv such as [\"/opt/venv/bin/python\"])".into(),
+            ));
+        }
+        for f in &self.functions {
+            if let Err(e) = glob::Pattern::new(f) {
+                return Err((
+                    f.clone(),
+                    format!("python.functions: `{f}` is not a glob pattern: {e}"),
+                ));
+            }
+        }
+        for m in self.preload.iter().chain(self.before_job.iter()) {
+            if !valid_dotted(m) {
+                return Err((
+                    m.clone(),
+                    format!("python: `{m}` is not a dotted Python name (module.function)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `a.b_c.d`: Python identifiers joined by dots.
+fn valid_dotted(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.').all(|part| {
+            let mut chars = part.chars();
+            chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
 }
 
 /// Where Redis is and how runq's data is laid out in it.
@@ -320,11 +400,45 @@ impl Config {
                 "worker.heartbeat_secs must be at least 1".into(),
             ));
         }
-        if self.worker.default_timeout == 0 || self.worker.default_timeout < -1 {
+        if !crate::ints::valid_timeout(self.worker.default_timeout) {
             return Err(fail(
                 "default_timeout",
-                "worker.default_timeout must be positive or -1 (no limit)".into(),
+                format!(
+                    "worker.default_timeout must be -1 (no limit) or 1 to {} seconds",
+                    crate::ints::MAX_TIMEOUT
+                ),
             ));
+        }
+        if self.worker.heartbeat_secs > 3600 {
+            return Err(fail(
+                "heartbeat_secs",
+                "worker.heartbeat_secs must be at most 3600".into(),
+            ));
+        }
+        for (name, v) in [
+            ("result_ttl", self.worker.result_ttl),
+            ("failure_ttl", self.worker.failure_ttl),
+        ] {
+            if !crate::ints::valid_ttl(v) {
+                return Err(fail(
+                    name,
+                    format!(
+                        "worker.{name} must be -1 (keep) to {} seconds",
+                        crate::ints::MAX_TTL
+                    ),
+                ));
+            }
+        }
+        for (name, v) in [
+            ("shutdown_grace_secs", self.worker.shutdown_grace_secs),
+            ("maintenance_secs", self.worker.maintenance_secs),
+        ] {
+            if v > 86_400 {
+                return Err(fail(name, format!("worker.{name} must be at most 86400")));
+            }
+        }
+        if let Err(message) = crate::connect::check_url(&self.redis.url) {
+            return Err(fail("url", message));
         }
         if !matches!(self.worker.log_format.as_str(), "text" | "json") {
             return Err(fail(
@@ -373,6 +487,11 @@ impl Config {
                 return Err(fail(name, format!("task `{name}`: {message}")));
             }
         }
+        if let Some(python) = &self.python {
+            if let Err((needle, message)) = python.check() {
+                return Err(fail(&needle, message));
+            }
+        }
         Ok(())
     }
 
@@ -397,7 +516,13 @@ impl Config {
 impl TaskConfig {
     fn check(&self) -> std::result::Result<(), String> {
         let handler = self.handler.as_deref().unwrap_or("native:");
-        if handler == "exec" {
+        if handler == "python" {
+            if !self.command.is_empty() || self.mode.is_some() {
+                return Err(
+                    "a python handler takes no `command` or `mode` (set them in [python])".into(),
+                );
+            }
+        } else if handler == "exec" {
             if self.command.is_empty() {
                 return Err("an exec handler needs a non-empty `command`".into());
             }
@@ -409,7 +534,7 @@ impl TaskConfig {
             && (!handler.starts_with("native:") || handler.len() <= "native:".len())
         {
             return Err(format!(
-                "handler must be `native:<name>` or `exec`, not `{handler}`"
+                "handler must be `native:<name>`, `exec` or `python`, not `{handler}`"
             ));
         }
         for lock in &self.locks {
@@ -423,11 +548,17 @@ impl TaskConfig {
         if !self.locks.is_empty() && self.runid_arg.is_none() {
             return Err("a task holding locks needs `runid_arg`".into());
         }
-        if self.timeout == Some(0) {
-            return Err("timeout must be positive or -1".into());
+        if self.timeout.is_some_and(|t| !crate::ints::valid_timeout(t)) {
+            return Err(format!(
+                "timeout must be -1 (no limit) or 1 to {} seconds",
+                crate::ints::MAX_TIMEOUT
+            ));
         }
-        if self.lock_ttl == Some(0) {
-            return Err("lock_ttl must be at least 1".into());
+        if self.lock_ttl.is_some_and(|t| t == 0 || t > 86_400) {
+            return Err("lock_ttl must be 1 to 86400 seconds".into());
+        }
+        if self.lock_wait.is_some_and(|t| t > 86_400) {
+            return Err("lock_wait must be at most 86400 seconds".into());
         }
         Ok(())
     }

@@ -9,6 +9,27 @@ use deadpool_redis::{Manager, Pool, Runtime};
 use redis::{self, aio::MultiplexedConnection, AsyncConnectionConfig, Client};
 use std::time::Duration;
 
+/// Checks that `url` is a Redis URL runq can use: `redis://` or `rediss://` with a host.
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    let shown = redacted(url);
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "redis url `{shown}` has no scheme (redis:// or rediss://)"
+        ));
+    };
+    if !matches!(scheme, "redis" | "rediss") {
+        return Err(format!(
+            "redis url `{shown}`: scheme must be redis:// or rediss://"
+        ));
+    }
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    if host.is_empty() {
+        return Err(format!("redis url `{shown}` has no host"));
+    }
+    Ok(())
+}
+
 /// Replaces the DB path segment of `base` and injects credentials the URL lacks.
 pub fn url_with_db(
     base: &str,
@@ -16,24 +37,13 @@ pub fn url_with_db(
     username: Option<&str>,
     password: Option<&str>,
 ) -> Result<String> {
-    let (scheme, rest) = base.split_once("://").ok_or_else(|| {
-        Error::Config(format!(
-            "redis url `{base}` has no scheme (redis:// or rediss://)"
-        ))
-    })?;
-    if !matches!(scheme, "redis" | "rediss") {
-        return Err(Error::Config(format!(
-            "redis url `{base}`: scheme must be redis:// or rediss://"
-        )));
-    }
+    check_url(base).map_err(Error::Config)?;
+    let (scheme, rest) = base.split_once("://").unwrap_or(("redis", base));
     let (rest, query) = match rest.split_once('?') {
         Some((r, q)) => (r, Some(q)),
         None => (rest, None),
     };
     let authority = rest.split('/').next().unwrap_or("");
-    if authority.is_empty() {
-        return Err(Error::Config(format!("redis url `{base}` has no host")));
-    }
     let authority = if authority.contains('@') || password.is_none() {
         authority.to_string()
     } else {

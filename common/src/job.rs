@@ -2,6 +2,7 @@
 //! building the mapping `enqueue` writes.
 
 use crate::error::{Error, Result};
+use crate::ints;
 use crate::timefmt;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
@@ -124,14 +125,18 @@ impl JobHash {
         Ok(self.text(field)?.filter(|s| !s.is_empty()))
     }
 
-    fn int(&self, field: &'static str) -> Result<Option<i64>> {
-        match self.text_nonempty(field)? {
-            None => Ok(None),
-            Some(s) => s
-                .trim()
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| self.err(field, format!("`{s}` is not an integer"))),
+    /// An integer field under the shared rule ([`crate::ints`]), within `lo..=hi`.
+    fn int(&self, field: &'static str, lo: i64, hi: i64) -> Result<Option<i64>> {
+        let Some(s) = self.text_nonempty(field)? else {
+            return Ok(None);
+        };
+        let shown = crate::echo::clip(s, 40);
+        match ints::parse_int(s) {
+            None => Err(self.err(field, format!("`{shown}` is not an integer"))),
+            Some(n) if !(lo..=hi).contains(&n) => {
+                Err(self.err(field, format!("{n} is out of range ({lo} to {hi})")))
+            }
+            Some(n) => Ok(Some(n)),
         }
     }
 
@@ -143,9 +148,12 @@ impl JobHash {
     pub fn status(&self) -> Result<Option<JobStatus>> {
         match self.text_nonempty("status")? {
             None => Ok(None),
-            Some(s) => JobStatus::parse(s)
-                .map(Some)
-                .ok_or_else(|| self.err("status", format!("unknown status `{s}`"))),
+            Some(s) => JobStatus::parse(s).map(Some).ok_or_else(|| {
+                self.err(
+                    "status",
+                    format!("unknown status `{}`", crate::echo::clip(s, 40)),
+                )
+            }),
         }
     }
 
@@ -154,39 +162,48 @@ impl JobHash {
             .ok_or_else(|| self.err("origin", "missing"))
     }
 
+    /// Seconds: -1 (no limit) or 1 to [`ints::MAX_TIMEOUT`].
     pub fn timeout(&self) -> Result<Option<i64>> {
-        let t = self.int("timeout")?;
-        if t == Some(0) || t.is_some_and(|t| t < -1) {
+        let t = self.int("timeout", -1, ints::MAX_TIMEOUT)?;
+        if t == Some(0) {
             return Err(self.err("timeout", "must be positive or -1"));
         }
         Ok(t)
     }
 
     pub fn result_ttl(&self) -> Result<Option<i64>> {
-        self.int("result_ttl")
+        self.int("result_ttl", -1, ints::MAX_TTL)
     }
 
     pub fn failure_ttl(&self) -> Result<Option<i64>> {
-        self.int("failure_ttl")
+        self.int("failure_ttl", -1, ints::MAX_TTL)
     }
 
     pub fn ttl(&self) -> Result<Option<i64>> {
-        self.int("ttl")
+        self.int("ttl", -1, ints::MAX_TTL)
     }
 
     pub fn retries_left(&self) -> Result<Option<i64>> {
-        self.int("retries_left")
+        self.int("retries_left", 0, ints::MAX_RETRIES)
     }
 
     pub fn retry_intervals(&self) -> Result<Vec<i64>> {
-        match self.text_nonempty("retry_intervals")? {
-            None => Ok(Vec::new()),
-            Some(s) => serde_json::from_str(s).map_err(|_| {
-                self.err(
-                    "retry_intervals",
-                    format!("`{s}` is not a JSON list of integers"),
-                )
-            }),
+        let Some(s) = self.text_nonempty("retry_intervals")? else {
+            return Ok(Vec::new());
+        };
+        let shown = crate::echo::clip(s, 60);
+        let intervals: Vec<i64> = serde_json::from_str(s).map_err(|_| {
+            self.err(
+                "retry_intervals",
+                format!("`{shown}` is not a JSON list of integers"),
+            )
+        })?;
+        match intervals.iter().find(|i| !(0..=ints::MAX_TTL).contains(*i)) {
+            Some(i) => Err(self.err(
+                "retry_intervals",
+                format!("{i} is out of range (0 to {})", ints::MAX_TTL),
+            )),
+            None => Ok(intervals),
         }
     }
 

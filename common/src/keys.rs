@@ -1,4 +1,6 @@
-//! RQ's key layout under a configurable prefix (RQ's `RQ_KEY_PREFIX`, default `rq`).
+//! RQ's key layout under a configurable prefix (RQ's `RQ_KEY_PREFIX`, default `rq`), and
+//! the started-registry member `<job id>:<execution id>`. The Lua scripts build the same
+//! names in `scripts/prelude.lua` (`K.*`); `tests/scripts.rs` checks both agree.
 
 /// Builds every RQ key and channel name for one prefix.
 #[derive(Debug, Clone)]
@@ -98,6 +100,31 @@ impl Keys {
     pub fn clean_registries(&self, q: &str) -> String {
         format!("{}:clean_registries:{q}", self.prefix)
     }
+    pub fn scheduler(&self, name: &str) -> String {
+        format!("{}:scheduler:{name}", self.prefix)
+    }
+    /// runq's own: when a runq process last beat (Redis clock), for stall detection.
+    pub fn clock(&self) -> String {
+        format!("{}:runq:clock", self.prefix)
+    }
+    /// runq's own: until when abandoned-job recovery waits after a Redis stall.
+    pub fn stall(&self) -> String {
+        format!("{}:runq:stall-until", self.prefix)
+    }
+}
+
+/// The started-registry (and worker executions set) member of one execution.
+pub fn execution_member(id: &str, exec_id: &str) -> String {
+    format!("{id}:{exec_id}")
+}
+
+/// Splits a member into job id and execution id at the last colon (execution ids never
+/// contain one; job ids may). A member without a colon is a bare job id.
+pub fn split_execution_member(member: &str) -> (&str, Option<&str>) {
+    match member.rfind(':') {
+        Some(at) => (&member[..at], Some(&member[at + 1..])),
+        None => (member, None),
+    }
 }
 
 #[cfg(test)]
@@ -111,5 +138,12 @@ mod tests {
         assert_eq!(k.dependencies("a"), "rq:job::a:dependencies");
         assert_eq!(k.started("q"), "rq:wip:q");
         assert_eq!(Keys::new("x").worker("w"), "x:worker:w");
+    }
+
+    #[test]
+    fn members_split_at_the_last_colon() {
+        assert_eq!(split_execution_member("a:b:c"), ("a:b", Some("c")));
+        assert_eq!(split_execution_member("plain"), ("plain", None));
+        assert_eq!(execution_member("j", "e"), "j:e");
     }
 }

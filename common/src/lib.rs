@@ -5,7 +5,9 @@
 pub mod config;
 pub mod connect;
 pub mod description;
+pub mod echo;
 pub mod error;
+pub mod ints;
 pub mod job;
 pub mod keys;
 pub mod nodb;
@@ -19,6 +21,7 @@ pub mod taskspec;
 pub mod timefmt;
 pub mod tls;
 pub mod value;
+pub mod worker_state;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -3,11 +3,10 @@
 
 use crate::description;
 use crate::error::{Error, Result};
-use crate::job::{JobHash, JobStatus};
+use crate::job::JobHash;
 use crate::keys::Keys;
 use crate::payload::{self, JobCall};
 use crate::results::{ResultEntry, ResultType};
-use crate::scripts::scripts;
 use crate::serializer::SerializerKind;
 use crate::timefmt::Stamp;
 use redis::{self, aio::ConnectionLike, AsyncCommands};
@@ -121,106 +120,51 @@ impl NewJob {
         Ok(f)
     }
 
-    /// The enqueue script's arguments for this job (one EVALSHA each, so many can be
-    /// pipelined).
-    pub fn script_args(&self, keys: &Keys, now: &Stamp) -> Result<Vec<Vec<u8>>> {
+    /// Checks every number and the id against the rules workers apply
+    /// ([`crate::ints`]), so a job every worker would refuse is never written.
+    pub fn validate(&self) -> Result<()> {
+        use crate::ints::{valid_timeout, valid_ttl, MAX_RETRIES, MAX_TTL};
         crate::job::validate_job_id(&self.id)?;
-        if self.timeout == Some(0) || self.timeout.is_some_and(|t| t < -1) {
-            return Err(Error::Invalid(
-                "timeout must be positive or -1 (no limit)".into(),
-            ));
+        let bad = |what: &str, rule: &str| Err(Error::Invalid(format!("{what} {rule}")));
+        if let Some(t) = self.timeout.filter(|t| !valid_timeout(*t)) {
+            return bad(
+                &format!("timeout {t}"),
+                &format!("must be -1 (no limit) or 1 to {MAX_TTL} seconds"),
+            );
         }
-        let fields = self.fields(now)?;
-        let mode = if self.schedule_at.is_some() {
-            "schedule"
-        } else if self.at_front {
-            "front"
-        } else {
-            "back"
-        };
-        let text = |s: &str| s.as_bytes().to_vec();
-        let mut args = vec![
-            text(keys.prefix()),
-            text(&self.id),
-            text(&self.queue),
-            text(mode),
-            text(&self.schedule_at.unwrap_or(0).to_string()),
-            text(&now.text),
-            text(&now.secs.to_string()),
-            text(&self.ttl.map(|t| t.to_string()).unwrap_or_default()),
-            text(if self.allow_dependency_failures {
-                "1"
-            } else {
-                "0"
-            }),
-            text(&self.depends_on.len().to_string()),
-        ];
-        args.extend(self.depends_on.iter().map(|d| text(d)));
-        args.push(text(&fields.len().to_string()));
-        for (k, v) in fields {
-            args.push(text(k));
-            args.push(v);
-        }
-        Ok(args)
-    }
-}
-
-/// Enqueues one job; returns the status it got (queued, deferred or scheduled).
-pub async fn enqueue<C: ConnectionLike + Send + Sync>(
-    conn: &mut C,
-    keys: &Keys,
-    job: &NewJob,
-) -> Result<JobStatus> {
-    let now = Stamp::now();
-    let mut inv = scripts().enqueue.prepare_invoke();
-    for a in job.script_args(keys, &now)? {
-        inv.arg(a);
-    }
-    let status: String = inv.invoke_async(conn).await?;
-    JobStatus::parse(&status).ok_or_else(|| Error::Invalid(format!("enqueue returned `{status}`")))
-}
-
-/// Enqueues many jobs, pipelined in chunks; returns each job's status or error, in order.
-pub async fn enqueue_many<C: ConnectionLike + Send + Sync>(
-    conn: &mut C,
-    keys: &Keys,
-    jobs: &[NewJob],
-) -> Result<Vec<std::result::Result<JobStatus, String>>> {
-    let sha: String = scripts().enqueue.load_async(conn).await?;
-    let now = Stamp::now();
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
-    let mut out: Vec<Option<std::result::Result<JobStatus, String>>> =
-        Vec::with_capacity(jobs.len());
-    let mut sent = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
-        match job.script_args(keys, &now) {
-            Ok(args) => {
-                pipe.cmd("EVALSHA").arg(&sha).arg(0).arg(args);
-                sent.push(i);
-                out.push(None);
+        for (name, v) in [
+            ("result_ttl", self.result_ttl),
+            ("failure_ttl", self.failure_ttl),
+            ("ttl", self.ttl),
+        ] {
+            if let Some(v) = v.filter(|v| !valid_ttl(*v)) {
+                return bad(
+                    &format!("{name} {v}"),
+                    &format!("must be -1 (keep) to {MAX_TTL} seconds"),
+                );
             }
-            Err(e) => out.push(Some(Err(e.to_string()))),
         }
-    }
-    if !sent.is_empty() {
-        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
-        for (i, reply) in sent.into_iter().zip(replies) {
-            out[i] = Some(match reply {
-                redis::Value::ServerError(e) => Err(e.details().unwrap_or("error").to_string()),
-                v => redis::from_redis_value::<String>(v)
-                    .map_err(|e| e.to_string())
-                    .and_then(|s| JobStatus::parse(&s).ok_or(s)),
-            });
+        if let Some((left, intervals)) = &self.retry {
+            if !(0..=MAX_RETRIES).contains(left) {
+                return bad(
+                    &format!("retry count {left}"),
+                    &format!("must be 0 to {MAX_RETRIES}"),
+                );
+            }
+            if let Some(i) = intervals.iter().find(|i| !(0..=MAX_TTL).contains(*i)) {
+                return bad(
+                    &format!("retry interval {i}"),
+                    &format!("must be 0 to {MAX_TTL} seconds"),
+                );
+            }
         }
+        Ok(())
     }
-    Ok(out
-        .into_iter()
-        .map(|o| o.expect("every job has an outcome"))
-        .collect())
 }
 
 /// Reads a job hash; `None` when the job does not exist.
+pub use crate::scripts::enqueue::{enqueue, enqueue_many};
+
 pub async fn fetch_job<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     keys: &Keys,

@@ -30,6 +30,8 @@ pub enum Handler {
         command: Vec<String>,
         mode: ExecMode,
     },
+    /// The Python task host (`[python]`).
+    Python,
 }
 
 /// Everything runq needs to know about one task name.
@@ -51,23 +53,44 @@ impl TaskSpec {
     /// The spec for `name`: its `[tasks]` entry over the built-in defaults, or the
     /// built-in defaults alone, or a plain native task of that name.
     pub fn resolve(config: &Config, name: &str) -> TaskSpec {
+        Self::resolve_with(config, name, false)
+    }
+
+    /// [`resolve`](Self::resolve) for a name known to match `[python] functions`: without
+    /// a `handler` of its own, it runs in the Python host.
+    pub fn resolve_python(config: &Config, name: &str) -> TaskSpec {
+        Self::resolve_with(config, name, true)
+    }
+
+    fn resolve_with(config: &Config, name: &str, python: bool) -> TaskSpec {
         let own = builtin(name);
+        let fallback = || {
+            if python {
+                TaskSpec {
+                    handler: Handler::Python,
+                    ..plain(name)
+                }
+            } else {
+                plain(name)
+            }
+        };
         match config.tasks.get(name) {
             Some(cfg) => {
                 let base = match cfg.handler.as_deref() {
                     Some(h) if h.starts_with("native:") => own
                         .or_else(|| builtin(&h["native:".len()..]))
                         .unwrap_or_else(|| plain(name)),
-                    _ => own.unwrap_or_else(|| plain(name)),
+                    _ => own.unwrap_or_else(fallback),
                 };
                 TaskSpec::from_config(name, cfg, base)
             }
-            None => own.unwrap_or_else(|| plain(name)),
+            None => own.unwrap_or_else(fallback),
         }
     }
 
     fn from_config(name: &str, cfg: &TaskConfig, base: TaskSpec) -> TaskSpec {
         let handler = match cfg.handler.as_deref() {
+            Some("python") => Handler::Python,
             Some("exec") => Handler::Exec {
                 command: cfg.command.clone(),
                 mode: match cfg.mode.as_deref() {

@@ -5,8 +5,7 @@
 use crate::CliError;
 use clap::Args;
 use redis::AsyncCommands;
-use runq_common::scripts::scripts;
-use runq_common::timefmt::Stamp;
+use runq_common::scripts::{cancel, empty, requeue};
 use runq_common::{rq, Config};
 
 #[derive(Args, Debug)]
@@ -36,19 +35,14 @@ pub async fn requeue(config: &Config, a: RequeueArgs) -> Result<(), CliError> {
     if ids.is_empty() {
         return Err(CliError::Usage("give job ids or --all --queue Q".into()));
     }
-    let mut inv = scripts().requeue.prepare_invoke();
-    inv.arg(keys.prefix()).arg(Stamp::now().text);
-    for id in &ids {
-        inv.arg(id);
-    }
-    let out: Vec<String> = inv.invoke_async(&mut conn).await?;
+    let out = requeue::requeue(&mut conn, &keys, &ids).await?;
     let mut errors = 0;
     for (id, r) in ids.iter().zip(out) {
-        match r.strip_prefix("queued:") {
-            Some(q) => println!("requeued {id} on queue {q}"),
-            None => {
+        match r {
+            Ok(q) => println!("requeued {id} on queue {q}"),
+            Err(why) => {
                 errors += 1;
-                eprintln!("runq: cannot requeue {id}: {r}");
+                eprintln!("runq: cannot requeue {id}: {why}");
             }
         }
     }
@@ -63,13 +57,7 @@ pub async fn requeue(config: &Config, a: RequeueArgs) -> Result<(), CliError> {
 
 pub async fn cancel(config: &Config, id: &str) -> Result<(), CliError> {
     let mut conn = crate::connect(config).await?;
-    let previous: String = scripts()
-        .cancel
-        .prepare_invoke()
-        .arg(config.keys().prefix())
-        .arg(Stamp::now().secs)
-        .arg(id)
-        .invoke_async(&mut conn)
+    let previous = cancel::cancel(&mut conn, &config.keys(), id)
         .await
         .map_err(|e| CliError::Other(e.detail().unwrap_or(&e.to_string()).to_string()))?;
     println!("canceled {id} (was {previous})");
@@ -86,13 +74,7 @@ pub async fn empty(config: &Config, queue: &str) -> Result<(), CliError> {
             known.join(", ")
         )));
     }
-    let n: i64 = scripts()
-        .empty
-        .prepare_invoke()
-        .arg(keys.prefix())
-        .arg(queue)
-        .invoke_async(&mut conn)
-        .await?;
+    let n = empty::empty(&mut conn, &keys, queue).await?;
     println!("emptied queue {queue}: {n} jobs removed");
     Ok(())
 }

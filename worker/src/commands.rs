@@ -1,15 +1,18 @@
 //! RQ worker commands over pub/sub (`rq:pubsub:<worker>`): `shutdown` (warm shutdown of
 //! the whole process), `kill-horse`, `stop-job` and `stop-execution`. One subscription
-//! serves every slot; it resubscribes after a lost connection.
+//! serves every slot; it resubscribes after a lost connection. A stop for a job its slot
+//! has not installed yet (claimed a moment ago) is kept and applied when it is.
 
+use crate::job::StopReason;
+use crate::service::Service;
 use crate::shutdown::Shutdown;
-use crate::slots::{Slots, StopReason};
+use crate::slots::Slots;
 use futures_util::StreamExt;
 use runq_common::config::Config;
+use runq_common::echo::clip;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 
 /// A parsed command, addressed to one slot.
 #[derive(Debug, PartialEq)]
@@ -45,51 +48,66 @@ impl Command {
     }
 }
 
-/// Listens until `stop` is cancelled.
-pub async fn run(
-    config: Arc<Config>,
-    slots: Arc<Slots>,
-    shutdown: Shutdown,
-    stop: CancellationToken,
-    subscribed: tokio::sync::oneshot::Sender<()>,
-) {
-    let keys = config.keys();
-    let channels: Vec<String> = slots.names.iter().map(|n| keys.pubsub(n)).collect();
-    let mut subscribed = Some(subscribed);
-    loop {
-        let mut pubsub = match runq_common::connect::pubsub(&config, config.redis.db.rq).await {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot subscribe to worker command channels; retrying");
-                tokio::select! { _ = tokio::time::sleep(Duration::from_secs(1)) => continue, _ = stop.cancelled() => return }
-            }
-        };
-        if let Err(e) = pubsub.subscribe(&channels).await {
-            tracing::warn!(error = %e, "subscribe failed; retrying");
-            continue;
-        }
-        if let Some(tx) = subscribed.take() {
-            let _ = tx.send(());
-        }
-        let mut messages = pubsub.on_message();
+/// The command listener service.
+pub struct Commands {
+    pub config: Arc<Config>,
+    pub slots: Arc<Slots>,
+    /// Told once the first subscription is in place.
+    pub subscribed: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Service for Commands {
+    const NAME: &'static str = "commands";
+
+    async fn run(mut self, shutdown: Shutdown) {
+        let keys = self.config.keys();
+        let channels: Vec<String> = self.slots.names.iter().map(|n| keys.pubsub(n)).collect();
         loop {
-            let msg = tokio::select! {
-                m = messages.next() => m,
-                _ = stop.cancelled() => return,
+            let mut pubsub = match runq_common::connect::pubsub(
+                &self.config,
+                self.config.redis.db.rq,
+            )
+            .await
+            {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to worker command channels; retrying");
+                    if !shutdown.sleep(Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
             };
-            let Some(msg) = msg else { break };
-            let channel = msg.get_channel_name().to_string();
-            let Some(slot) = slots.names.iter().position(|n| keys.pubsub(n) == channel) else {
+            if let Err(e) = pubsub.subscribe(&channels).await {
+                tracing::warn!(error = %e, "subscribe failed; retrying");
+                if !shutdown.sleep(Duration::from_secs(1)).await {
+                    return;
+                }
                 continue;
-            };
-            match Command::parse(msg.get_payload_bytes()) {
-                Some(cmd) => handle(cmd, slot, &slots, &shutdown),
-                None => {
-                    tracing::warn!(channel = %channel, "ignoring a command that is not RQ's JSON form")
+            }
+            if let Some(tx) = self.subscribed.take() {
+                let _ = tx.send(());
+            }
+            let mut messages = pubsub.on_message();
+            loop {
+                let msg = tokio::select! {
+                    m = messages.next() => m,
+                    _ = shutdown.exiting() => return,
+                };
+                let Some(msg) = msg else { break };
+                let channel = msg.get_channel_name().to_string();
+                let Some(slot) = channels.iter().position(|c| *c == channel) else {
+                    continue;
+                };
+                match Command::parse(msg.get_payload_bytes()) {
+                    Some(cmd) => handle(cmd, slot, &self.slots, &shutdown),
+                    None => {
+                        tracing::warn!(channel = %channel, "ignoring a command that is not RQ's JSON form")
+                    }
                 }
             }
+            tracing::warn!("command subscription lost; resubscribing");
         }
-        tracing::warn!("command subscription lost; resubscribing");
     }
 }
 
@@ -101,27 +119,30 @@ fn handle(cmd: Command, slot: usize, slots: &Slots, shutdown: &Shutdown) {
             shutdown.begin_warm();
         }
         Command::KillHorse => {
-            if let Some(r) = slots.get(slot) {
-                tracing::info!(worker = %worker, job = %r.id, "kill-horse command received");
-                r.stop(StopReason::Killed);
+            if let Some(job) = slots.get(slot) {
+                tracing::info!(worker = %worker, job = %job.id, "kill-horse command received");
+                job.stop(StopReason::Killed);
             }
         }
         Command::StopJob { job_id } => {
-            if let Some(r) = slots.get(slot).filter(|r| r.id == job_id) {
-                tracing::info!(worker = %worker, job = %job_id, "stop-job command received");
-                r.stop(StopReason::Stopped);
+            let job = clip(&job_id, 80);
+            if slots.stop_job(&job_id, Some(slot), None, StopReason::Stopped) {
+                tracing::info!(worker = %worker, job = %job, "stop-job command received");
+            } else {
+                tracing::info!(worker = %worker, job = %job, "stop-job command for a job this slot is not running; it applies if the job starts here within a minute");
             }
         }
         Command::StopExecution {
             job_id,
             execution_id,
         } => {
-            if slots.stop_job(&job_id, Some(&execution_id), StopReason::Stopped) {
-                tracing::info!(job = %job_id, execution = %execution_id, "stop-execution command received");
+            let job = clip(&job_id, 80);
+            if slots.stop_job(&job_id, None, Some(&execution_id), StopReason::Stopped) {
+                tracing::info!(job = %job, execution = %clip(&execution_id, 80), "stop-execution command received");
             }
         }
         Command::Unknown(name) => {
-            tracing::debug!(worker = %worker, command = %name, "ignoring unknown command")
+            tracing::debug!(worker = %worker, command = %clip(&name, 80), "ignoring unknown command")
         }
     }
 }

@@ -1,81 +1,106 @@
-//! Batched heartbeats: one script call per interval keeps every slot's worker key and
-//! every running job's started-registry deadline alive. Executions whose registry entry
-//! vanished are cancelled (someone else now owns the job); slots whose worker key
-//! vanished are registered again.
+//! Batched heartbeats: one script call ([`runq_common::scripts::heartbeat`]) per interval
+//! keeps every slot's worker key and every running job's started-registry deadline alive
+//! (Redis's clock + 3 × heartbeat). A beat that failed or took long is followed by
+//! another at once (a stall must not eat the lease). Executions whose registry entry
+//! vanished are cancelled (someone else now owns the job); slots whose worker key vanished
+//! are registered again.
 
+use crate::job::StopReason;
 use crate::registration::{self, Identity};
-use crate::slots::{Slots, StopReason};
+use crate::service::Service;
+use crate::shutdown::Shutdown;
+use crate::slots::Slots;
 use runq_common::config::Config;
 use runq_common::connect::SharedConnection;
-use runq_common::scripts::scripts;
+use runq_common::scripts::heartbeat::{self, Beating};
 use runq_common::timefmt::Stamp;
+use runq_common::worker_state::WorkerState;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio_util::sync::CancellationToken;
+use std::time::{Duration, Instant};
 
-/// Beats until `stop` is cancelled.
-pub async fn run(
-    config: Arc<Config>,
-    redis: SharedConnection,
-    slots: Arc<Slots>,
-    identity: Identity,
-    stop: CancellationToken,
-) {
-    let period = Duration::from_secs(config.worker.heartbeat_secs);
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(period) => {}
-            _ = stop.cancelled() => return,
-        }
-        if let Err(e) = beat(&config, &redis, &slots, &identity).await {
-            tracing::warn!(error = %e, "heartbeat failed; will retry");
-            redis.reset().await;
+pub struct Heartbeat {
+    pub config: Arc<Config>,
+    pub redis: SharedConnection,
+    pub slots: Arc<Slots>,
+    pub identity: Identity,
+}
+
+impl Service for Heartbeat {
+    const NAME: &'static str = "heartbeat";
+
+    async fn run(self, shutdown: Shutdown) {
+        let period = Duration::from_secs(self.config.worker.heartbeat_secs);
+        let mut wait = period;
+        loop {
+            if !shutdown.sleep(wait).await {
+                return;
+            }
+            let started = Instant::now();
+            let result = self.beat().await;
+            let slow = started.elapsed() > period / 4;
+            wait = match &result {
+                Ok(()) if !slow => period,
+                // A failed or slow beat (Redis stalled or restarting): beat again soon,
+                // so the lease is refreshed as soon as Redis answers again.
+                _ => Duration::from_millis(100),
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "heartbeat failed; retrying");
+                self.redis.reset().await;
+            }
         }
     }
 }
 
-/// One heartbeat for all slots.
-pub async fn beat(
-    config: &Config,
-    redis: &SharedConnection,
-    slots: &Slots,
-    identity: &Identity,
-) -> runq_common::Result<()> {
-    let keys = config.keys();
-    let ttl = config.worker.heartbeat_secs * 3;
-    let now = Stamp::now();
-    let running = slots.running();
-    let mut inv = scripts().heartbeat.prepare_invoke();
-    inv.arg(keys.prefix())
-        .arg(&now.text)
-        .arg(&now.epoch_text)
-        .arg(now.secs + ttl as i64)
-        .arg(ttl)
-        .arg(slots.len());
-    for n in &slots.names {
-        inv.arg(n);
-    }
-    inv.arg(running.len());
-    for (_, r) in &running {
-        inv.arg(&r.id).arg(&r.exec_id).arg(&r.origin);
-    }
-    let mut conn = redis.get().await?;
-    let (missing, lost): (Vec<String>, Vec<String>) = inv.invoke_async(&mut conn).await?;
-    for member in lost {
-        if let Some((_, r)) = running.iter().find(|(_, r)| r.member() == member) {
-            tracing::warn!(job = %r.id, "the job's started-registry entry is gone; cancelling it here");
-            r.stop(StopReason::Lost);
-        }
-    }
-    if !missing.is_empty() {
-        tracing::warn!(workers = ?missing, "worker keys expired (Redis was unreachable?); registering again");
-        registration::register(&mut conn, &keys, &missing, identity, ttl).await?;
-        let busy: Vec<String> = running
-            .iter()
-            .map(|(i, _)| slots.names[*i].clone())
-            .filter(|n| missing.contains(n))
+impl Heartbeat {
+    /// One heartbeat for all slots.
+    pub async fn beat(&self) -> runq_common::Result<()> {
+        let keys = self.config.keys();
+        let lease = self.config.worker.heartbeat_secs * 3;
+        // A job whose completion is in flight is not counted: its entry is about to go.
+        let running: Vec<_> = self
+            .slots
+            .running()
+            .into_iter()
+            .filter(|j| !j.is_completing())
             .collect();
-        registration::set_state(&mut conn, &keys, &busy, "busy").await?;
+        let beating: Vec<Beating> = running
+            .iter()
+            .map(|j| Beating {
+                id: &j.id,
+                exec_id: &j.exec_id,
+                origin: &j.origin,
+            })
+            .collect();
+        let mut conn = self.redis.get().await?;
+        let reply = heartbeat::beat(
+            &mut conn,
+            &keys,
+            &Stamp::now(),
+            lease,
+            &self.slots.names,
+            &beating,
+        )
+        .await?;
+        for member in reply.lost {
+            if let Some(job) = running.iter().find(|j| j.member() == member) {
+                if !job.is_completing() {
+                    tracing::warn!(job = %job.id, "the job's started-registry entry is gone; cancelling it here");
+                    job.stop(StopReason::Lost);
+                }
+            }
+        }
+        let missing = reply.missing_workers;
+        if !missing.is_empty() {
+            tracing::warn!(workers = ?missing, "worker keys expired (Redis was unreachable?); registering again");
+            registration::register(&mut conn, &keys, &missing, &self.identity, lease).await?;
+            let busy: Vec<String> = running
+                .iter()
+                .map(|j| j.worker.clone())
+                .filter(|n| missing.contains(n))
+                .collect();
+            registration::set_state(&mut conn, &keys, &busy, WorkerState::Busy).await?;
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -1,30 +1,37 @@
-//! The launcher: turns a configuration into a running worker process — checks Redis,
-//! registers one RQ worker per slot, starts the fetcher, processors, heartbeat and
-//! command listener — and owns shutdown: first SIGTERM/SIGINT (or an RQ `shutdown`
-//! command) stops claiming and lets running jobs finish within the grace period; a
-//! second signal, or the grace running out, cancels them and returns them to a safe state.
+//! The launcher (Sidekiq's launcher): turns a configuration into a running worker process
+//! and back. [`run`] reads as the lifecycle: [`Worker::build`] (task table, Python host,
+//! Redis — waited for with backoff —, metrics address, slot names) → [`Worker::register`]
+//! (one RQ worker per slot) → [`Worker::spawn_services`] (heartbeat, maintenance,
+//! scheduler, commands, lock keeper, metrics, watchdog, signals, grace timer) →
+//! [`Worker::run_slots`] (the fetcher and one processor per slot, until they drain) →
+//! [`Worker::stop`] (exit phase, services joined, workers deregistered).
 
-use crate::commands;
-use crate::fetch::Fetcher;
-use crate::heartbeat;
-use crate::maintenance;
-use crate::metrics::Metrics;
-use crate::metrics_http;
+use crate::commands::Commands;
+use crate::fetch::{FetchEnd, Fetcher};
+use crate::heartbeat::Heartbeat;
+use crate::maintenance::Maintenance;
+use crate::metrics::{Labels, Metrics};
+use crate::metrics_http::{self, MetricsEndpoint, Sources};
+use crate::notify::Notifier;
 use crate::processor::{self, ProcessorContext};
 use crate::registration::{self, Identity};
-use crate::run::keeper::LockKeeper;
-use crate::run::RunServices;
-use crate::scheduler;
+use crate::runstate::RunServices;
+use crate::scheduler::Scheduler;
+use crate::service;
 use crate::shutdown::Shutdown;
+use crate::signals::{GraceTimer, Signals};
 use crate::slots::Slots;
+use crate::tasks::python::{PythonHost, PythonTask};
 use crate::tasks::table::TaskTable;
-use crate::tasks::Registry;
+use crate::tasks::{Registry, Task};
+use crate::watchdog::Watchdog;
+use redis::aio::MultiplexedConnection;
 use runq_common::config::{Config, QueueConfig};
 use runq_common::connect::{self, SharedConnection};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::sync::CancellationToken;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
 
 /// Command-line choices that override the configuration.
 #[derive(Debug, Clone, Default)]
@@ -56,6 +63,10 @@ pub enum LaunchError {
     Signals(std::io::Error),
     #[error("{0}")]
     Tasks(String),
+    #[error(transparent)]
+    Python(#[from] crate::tasks::python::HostError),
+    #[error("stopped by a signal while waiting for Redis")]
+    StoppedWhileWaiting,
 }
 
 /// Applies the command-line options to the configuration.
@@ -94,14 +105,54 @@ pub async fn run(
     opts: WorkerOptions,
     registry: Registry,
 ) -> Result<(), LaunchError> {
-    let config = Arc::new(apply_options(config, &opts)?);
-    let table = TaskTable::build(&config, &registry).map_err(LaunchError::Tasks)?;
-    let keys = config.keys();
-    let queues = config.queue_names();
-    let mut probe = connect::ping(&config, config.redis.db.rq).await?;
-    let metrics_addr = config.worker.metrics_addr.trim().to_string();
-    let metrics_listener =
-        if metrics_addr.is_empty() {
+    let mut signals = Signals::install().map_err(LaunchError::Signals)?;
+    let mut worker = Worker::build(config, &opts, registry, &mut signals).await?;
+    worker.register().await?;
+    worker.spawn_services(signals);
+    let end = worker.run_slots().await;
+    if end == FetchEnd::Drained {
+        tracing::info!("queues are empty; burst mode done");
+    }
+    worker.stop().await;
+    Ok(())
+}
+
+/// A worker process: what its slots share ([`ProcessorContext`]), its identity, and the
+/// tracker its background services run on.
+pub struct Worker {
+    ctx: Arc<ProcessorContext>,
+    burst: bool,
+    identity: Identity,
+    metrics_listener: Option<TcpListener>,
+    python: Option<Arc<PythonHost>>,
+    tracker: TaskTracker,
+}
+
+impl Worker {
+    /// Everything that can fail before the worker registers: the task table (and the
+    /// Python host, whose preloads must import), Redis (waited for), the metrics address,
+    /// a free set of worker names.
+    pub async fn build(
+        config: Config,
+        opts: &WorkerOptions,
+        registry: Registry,
+        signals: &mut Signals,
+    ) -> Result<Worker, LaunchError> {
+        let config = Arc::new(apply_options(config, opts)?);
+        let shutdown = Shutdown::new();
+        let queues = config.queue_names();
+        let python = match &config.python {
+            Some(py) => Some(PythonHost::start(&config, py, shutdown.clone()).await?),
+            None => None,
+        };
+        let python_task = python
+            .as_ref()
+            .map(|h| Arc::new(PythonTask::new(h.clone())) as Arc<dyn Task>);
+        let table =
+            TaskTable::build(&config, &registry, python_task).map_err(LaunchError::Tasks)?;
+        let mut probe = wait_for_redis(&config, signals).await?;
+        let metrics_addr = config.worker.metrics_addr.trim().to_string();
+        let metrics_listener = if metrics_addr.is_empty() {
             None
         } else {
             Some(metrics_http::bind(&metrics_addr).await.map_err(|source| {
@@ -111,300 +162,264 @@ pub async fn run(
                 }
             })?)
         };
-    let metrics = Arc::new(Metrics::new(metrics_listener.is_some()));
-
-    let identity = Identity::discover(&mut probe, queues.clone()).await;
-    let base = opts
-        .name
-        .clone()
-        .unwrap_or_else(|| format!("runq.{}.{}", identity.hostname, identity.pid));
-    let slots = Arc::new(Slots::new(slot_names(&base, config.worker.concurrency)));
-    if let Some(taken) = registration::taken_names(&mut probe, &keys, &slots.names)
-        .await?
-        .into_iter()
-        .next()
-    {
-        return Err(LaunchError::NameTaken(taken));
+        let known_tasks = registry
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .chain(config.tasks.keys().cloned());
+        let metrics = Arc::new(Metrics::new(
+            metrics_listener.is_some(),
+            Labels::new(&queues, known_tasks),
+        ));
+        if let Some(host) = &python {
+            host.report_to(metrics.clone());
+        }
+        let identity = Identity::discover(&mut probe, queues).await;
+        let base = opts
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("runq.{}.{}", identity.hostname, identity.pid));
+        let slots = Arc::new(Slots::new(slot_names(&base, config.worker.concurrency)));
+        if let Some(taken) = registration::taken_names(&mut probe, &config.keys(), &slots.names)
+            .await?
+            .into_iter()
+            .next()
+        {
+            return Err(LaunchError::NameTaken(taken));
+        }
+        let redis = SharedConnection::new(connect::pool(
+            &config,
+            config.redis.db.rq,
+            config.worker.concurrency + 4,
+        )?);
+        let run_services = Arc::new(RunServices::new(&config, metrics.clone())?);
+        Ok(Worker {
+            ctx: Arc::new(ProcessorContext {
+                config,
+                redis,
+                table,
+                run_services,
+                slots,
+                shutdown,
+                metrics,
+            }),
+            burst: opts.burst,
+            identity,
+            metrics_listener,
+            python,
+            tracker: TaskTracker::new(),
+        })
     }
-    let ttl = config.worker.heartbeat_secs * 3;
-    registration::register(&mut probe, &keys, &slots.names, &identity, ttl).await?;
-    tracing::info!(
-        workers = slots.len(),
-        queues = %queues.join(","),
-        name = %base,
-        burst = opts.burst,
-        "runq-worker {} started (pid {})",
-        env!("CARGO_PKG_VERSION"),
-        identity.pid
-    );
 
-    let shutdown = Shutdown::new();
-    let background = CancellationToken::new();
-    let redis = SharedConnection::new(connect::pool(
-        &config,
-        config.redis.db.rq,
-        config.worker.concurrency + 4,
-    )?);
-
-    let run_services = Arc::new(run_services(&config, metrics.clone())?);
-    let keeper = tokio::spawn(run_services.keeper.clone().run(background.clone()));
-
-    let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
-    let commands = tokio::spawn(commands::run(
-        config.clone(),
-        slots.clone(),
-        shutdown.clone(),
-        background.clone(),
-        subscribed_tx,
-    ));
-    let _ = tokio::time::timeout(Duration::from_secs(5), subscribed_rx).await;
-    let heartbeat = tokio::spawn(heartbeat::run(
-        config.clone(),
-        redis.clone(),
-        slots.clone(),
-        identity.clone(),
-        background.clone(),
-    ));
-    let maintenance = tokio::spawn(maintenance::run(
-        config.clone(),
-        redis.clone(),
-        background.clone(),
-    ));
-    let scheduler = if config.worker.scheduler && !opts.burst {
-        Some(tokio::spawn(scheduler::run(
-            config.clone(),
-            redis.clone(),
-            identity.clone(),
-            background.clone(),
-        )))
-    } else {
-        None
-    };
-
-    let metrics_server = metrics_listener.map(|listener| {
-        let sources = metrics_http::Sources {
-            metrics: metrics.clone(),
-            redis: redis.clone(),
-            slots: slots.clone(),
-            shutdown: shutdown.clone(),
-            keys: keys.clone(),
-            queues: queues.clone(),
-        };
-        tokio::spawn(metrics_http::serve(
-            listener,
-            Arc::new(sources),
-            background.clone(),
-        ))
-    });
-
-    let signals = spawn_signal_handler(shutdown.clone())?;
-    let grace = spawn_grace_timer(
-        config.clone(),
-        redis.clone(),
-        slots.clone(),
-        shutdown.clone(),
-    );
-
-    let (fetcher, handle) = Fetcher::new(
-        config.clone(),
-        redis.clone(),
-        slots.clone(),
-        shutdown.clone(),
-        opts.burst,
-    );
-    let drained = fetcher.drained.clone();
-    let fetch_task = tokio::spawn(fetcher.run());
-    let ctx = Arc::new(ProcessorContext {
-        config: config.clone(),
-        redis: redis.clone(),
-        table,
-        run_services,
-        slots: slots.clone(),
-        shutdown: shutdown.clone(),
-        metrics,
-    });
-    let mut processors = tokio::task::JoinSet::new();
-    for slot in 0..slots.len() {
-        processors.spawn(processor::run_slot(slot, ctx.clone(), handle.clone()));
+    /// Registers one RQ worker per slot.
+    pub async fn register(&self) -> Result<(), LaunchError> {
+        let ctx = &self.ctx;
+        let mut conn = ctx.redis.get().await?;
+        let ttl = ctx.config.worker.heartbeat_secs * 3;
+        registration::register(
+            &mut conn,
+            &ctx.config.keys(),
+            &ctx.slots.names,
+            &self.identity,
+            ttl,
+        )
+        .await?;
+        tracing::info!(
+            workers = ctx.slots.len(),
+            queues = %self.identity.queues.join(","),
+            name = %ctx.slots.names[0],
+            burst = self.burst,
+            "runq-worker {} started (pid {})",
+            env!("CARGO_PKG_VERSION"),
+            self.identity.pid
+        );
+        Ok(())
     }
-    drop(handle);
-    let notifier = crate::notify::Notifier::from_env();
-    notifier.ready();
-    notifier.status(&format!("{} slots on {}", slots.len(), queues.join(",")));
-    let watchdog = tokio::spawn(watchdog(
-        notifier,
-        redis.clone(),
-        shutdown.clone(),
-        background.clone(),
-    ));
-    while let Some(r) = processors.join_next().await {
-        if let Err(e) = r {
-            tracing::error!(error = %e, "a slot ended abnormally");
-        }
-    }
-    let _ = fetch_task.await;
-    if drained.load(std::sync::atomic::Ordering::SeqCst) {
-        tracing::info!("queues are empty; burst mode done");
-    }
-    background.cancel();
-    let _ = watchdog.await;
-    signals.abort();
-    grace.abort();
-    let _ = heartbeat.await;
-    let _ = maintenance.await;
-    if let Some(s) = scheduler {
-        let _ = s.await;
-    }
-    let _ = commands.await;
-    let _ = keeper.await;
-    if let Some(m) = metrics_server {
-        let _ = m.await;
-    }
-    match redis.get().await {
-        Ok(mut conn) => {
-            if let Err(e) = registration::deregister(&mut conn, &keys, &slots.names, &queues).await
-            {
-                tracing::warn!(error = %e, "could not deregister the workers; their keys expire on their own");
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "could not deregister the workers; their keys expire on their own")
-        }
-    }
-    tracing::info!("runq-worker stopped");
-    Ok(())
-}
 
-/// Connections and shared state for NoDb run state (DB 0, 2, 13, 15); connected lazily.
-fn run_services(config: &Config, metrics: Arc<Metrics>) -> Result<RunServices, LaunchError> {
-    let db = &config.redis.db;
-    let pool = |n: u16| -> Result<SharedConnection, LaunchError> {
-        Ok(SharedConnection::new(connect::pool(config, n, 4)?))
-    };
-    let lock_db = pool(db.lock)?;
-    Ok(RunServices {
-        keeper: LockKeeper::new(pool(db.lock)?, metrics),
-        lock_db,
-        status_db: pool(db.status)?,
-        cache_db: pool(db.nodb_cache)?,
-        loglevel_db: pool(db.log_level)?,
-        documents: Default::default(),
-        runs_dir: config.worker.runs_dir.clone(),
-    })
-}
-
-/// First SIGTERM/SIGINT: warm shutdown. A second one (at least 1 s later, as RQ does, to
-/// absorb duplicates from process managers): cold shutdown.
-fn spawn_signal_handler(shutdown: Shutdown) -> Result<tokio::task::JoinHandle<()>, LaunchError> {
-    let mut term = signal(SignalKind::terminate()).map_err(LaunchError::Signals)?;
-    let mut int = signal(SignalKind::interrupt()).map_err(LaunchError::Signals)?;
-    Ok(tokio::spawn(async move {
-        let mut first: Option<Instant> = None;
-        loop {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            match first {
-                None if !shutdown.is_warm() => {
-                    tracing::info!(
-                        "warm shutdown requested: finishing running jobs, taking no new ones"
-                    );
-                    first = Some(Instant::now());
-                    shutdown.begin_warm();
-                }
-                None => {
-                    first = Some(Instant::now());
-                    tracing::info!("cold shutdown requested: cancelling running jobs");
-                    shutdown.begin_cold();
-                }
-                Some(t) if t.elapsed() >= Duration::from_secs(1) => {
-                    tracing::info!("cold shutdown requested: cancelling running jobs");
-                    shutdown.begin_cold();
-                }
-                Some(_) => tracing::debug!("ignoring a duplicate signal within 1 s of the first"),
-            }
+    /// Starts every background service; they run until the exit phase.
+    pub fn spawn_services(&mut self, signals: Signals) {
+        let ctx = self.ctx.clone();
+        let (config, redis, slots) = (&ctx.config, &ctx.redis, &ctx.slots);
+        let (tracker, shutdown) = (&self.tracker, &ctx.shutdown);
+        let (subscribed_tx, subscribed_rx) = tokio::sync::oneshot::channel();
+        service::spawn(
+            tracker,
+            shutdown,
+            Commands {
+                config: config.clone(),
+                slots: slots.clone(),
+                subscribed: Some(subscribed_tx),
+            },
+        );
+        service::spawn(tracker, shutdown, ctx.run_services.keeper.clone());
+        service::spawn(
+            tracker,
+            shutdown,
+            Heartbeat {
+                config: config.clone(),
+                redis: redis.clone(),
+                slots: slots.clone(),
+                identity: self.identity.clone(),
+            },
+        );
+        service::spawn(
+            tracker,
+            shutdown,
+            Maintenance {
+                config: config.clone(),
+                redis: redis.clone(),
+            },
+        );
+        if config.worker.scheduler && !self.burst {
+            service::spawn(
+                tracker,
+                shutdown,
+                Scheduler {
+                    config: config.clone(),
+                    redis: redis.clone(),
+                    identity: self.identity.clone(),
+                },
+            );
         }
-    }))
-}
-
-/// Once warm shutdown starts: mark busy workers as RQ does, then go cold when the grace
-/// period runs out.
-fn spawn_grace_timer(
-    config: Arc<Config>,
-    redis: SharedConnection,
-    slots: Arc<Slots>,
-    shutdown: Shutdown,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        shutdown.warm().await;
-        let busy: Vec<String> = slots
-            .running()
-            .iter()
-            .map(|(i, _)| slots.names[*i].clone())
-            .collect();
-        if !busy.is_empty() {
-            if let Ok(mut conn) = redis.get().await {
-                let _ =
-                    registration::mark_shutdown_requested(&mut conn, &config.keys(), &busy).await;
-            }
+        service::spawn(tracker, shutdown, signals);
+        service::spawn(
+            tracker,
+            shutdown,
+            GraceTimer {
+                config: config.clone(),
+                redis: redis.clone(),
+                slots: slots.clone(),
+            },
+        );
+        let notifier = Notifier::from_env();
+        service::spawn(
+            tracker,
+            shutdown,
+            Watchdog {
+                notifier,
+                redis: redis.clone(),
+            },
+        );
+        if let Some(listener) = self.metrics_listener.take() {
+            let sources = Sources {
+                metrics: ctx.metrics.clone(),
+                redis: redis.clone(),
+                slots: slots.clone(),
+                shutdown: shutdown.clone(),
+                keys: config.keys(),
+                queues: self.identity.queues.clone(),
+            };
+            service::spawn(
+                tracker,
+                shutdown,
+                MetricsEndpoint {
+                    listener,
+                    sources: Arc::new(sources),
+                },
+            );
         }
-        let grace = Duration::from_secs(config.worker.shutdown_grace_secs);
-        tokio::select! {
-            _ = tokio::time::sleep(grace) => {
-                if slots.busy_count() > 0 {
-                    tracing::warn!("shutdown grace of {grace:?} ran out; cancelling running jobs");
-                }
-                shutdown.begin_cold();
-            }
-            _ = shutdown.cold() => {}
-        }
-    })
-}
-
-/// systemd watchdog: pings only while Redis answers on the worker's shared connection;
-/// sends STOPPING once shutdown begins (and keeps pinging through the drain).
-async fn watchdog(
-    notifier: crate::notify::Notifier,
-    redis: SharedConnection,
-    shutdown: Shutdown,
-    stop: CancellationToken,
-) {
-    let every = notifier.watchdog_interval();
-    let mut stopping_sent = false;
-    loop {
-        let tick = every.unwrap_or(Duration::from_secs(3600));
-        tokio::select! {
-            biased;
-            _ = shutdown.warm(), if !stopping_sent => {
-                notifier.stopping();
-                stopping_sent = true;
-                continue;
-            }
-            _ = stop.cancelled() => {
-                // Exiting: STOPPING goes out even when the drain was too quick to see.
-                if !stopping_sent {
-                    notifier.stopping();
-                }
-                return;
-            }
-            _ = tokio::time::sleep(tick) => {}
-        }
-        if every.is_none() {
-            continue;
-        }
-        let healthy = match redis.get().await {
-            Ok(mut conn) => redis::cmd("PING")
-                .query_async::<String>(&mut conn)
+        let status = format!(
+            "{} slots on {}",
+            slots.len(),
+            self.identity.queues.join(",")
+        );
+        tracker.spawn(async move {
+            if tokio::time::timeout(Duration::from_secs(5), subscribed_rx)
                 .await
-                .is_ok(),
-            Err(_) => false,
+                .is_err()
+            {
+                tracing::warn!("not yet subscribed to the worker command channels after 5 s; commands may be missed until it is");
+            }
+            notifier.ready();
+            notifier.status(&status);
+        });
+    }
+
+    /// Runs the fetcher and one processor per slot until every slot has drained.
+    pub async fn run_slots(&self) -> FetchEnd {
+        let ctx = &self.ctx;
+        let (fetcher, handle) = Fetcher::new(
+            ctx.config.clone(),
+            ctx.redis.clone(),
+            ctx.slots.clone(),
+            ctx.shutdown.clone(),
+            self.burst,
+        );
+        let fetch = tokio::spawn(fetcher.run());
+        let mut processors = tokio::task::JoinSet::new();
+        for slot in 0..ctx.slots.len() {
+            processors.spawn(processor::run_slot(slot, ctx.clone(), handle.clone()));
+        }
+        drop(handle);
+        while let Some(r) = processors.join_next().await {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "a slot ended abnormally");
+            }
+        }
+        fetch.await.unwrap_or(FetchEnd::Stopped)
+    }
+
+    /// The exit phase: background services stop and are joined, the Python host is shut
+    /// down, the workers deregister.
+    pub async fn stop(self) {
+        let ctx = &self.ctx;
+        ctx.shutdown.begin_exit();
+        self.tracker.close();
+        self.tracker.wait().await;
+        if let Some(host) = &self.python {
+            host.stop().await;
+        }
+        let keys = ctx.config.keys();
+        let deregistered = match ctx.redis.get().await {
+            Ok(mut conn) => {
+                registration::deregister(&mut conn, &keys, &ctx.slots.names, &self.identity.queues)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
         };
-        if healthy {
-            notifier.watchdog();
-        } else {
-            tracing::warn!("Redis does not answer; withholding the systemd watchdog ping");
-            redis.reset().await;
+        if let Err(e) = deregistered {
+            tracing::warn!(error = %e, "could not deregister the workers; their keys expire on their own");
+        }
+        tracing::info!("runq-worker stopped");
+    }
+}
+
+/// Will waiting help? Not for a bad configuration, an untrusted server certificate or
+/// refused credentials.
+fn transient(e: &runq_common::Error) -> bool {
+    use runq_common::Error;
+    match e {
+        Error::Config(_) | Error::ConfigRead { .. } | Error::UntrustedServer { .. } => false,
+        Error::Redis { source, .. } => {
+            !matches!(source.kind(), redis::ErrorKind::AuthenticationFailed)
+                && source.code() != Some("WRONGPASS")
+                && source.code() != Some("NOAUTH")
+        }
+        _ => true,
+    }
+}
+
+/// Connects to Redis, waiting with backoff (1 s doubling to 30 s, one log line each)
+/// while it is unreachable, as systemd services should; a stop signal ends the wait.
+/// A configuration error (bad URL, unreadable CA file) fails at once.
+async fn wait_for_redis(
+    config: &Config,
+    signals: &mut Signals,
+) -> Result<MultiplexedConnection, LaunchError> {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match connect::ping(config, config.redis.db.rq).await {
+            Ok(conn) => return Ok(conn),
+            Err(e) if !transient(&e) => return Err(e.into()),
+            Err(e) => {
+                tracing::warn!(error = %e, "Redis is not reachable; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = signals.recv() => return Err(LaunchError::StoppedWhileWaiting),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
         }
     }
 }

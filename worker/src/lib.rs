@@ -1,18 +1,47 @@
-//! runq-worker as a library: the daemon's parts, usable to embed Rust tasks.
+//! runq-worker as a library: the daemon's parts, usable to embed Rust tasks
+//! ([`Registry::register`]). Data flows one way (Sidekiq's launcher → processor → fetch
+//! split), every Redis state change going through one typed script of
+//! [`runq_common::scripts`]:
 //!
-//! Data flows one way (Sidekiq's launcher → manager → processor → fetch split):
-//! [`launcher`] wires everything and owns shutdown; [`fetch`] claims jobs for idle
-//! slots; [`processor`] runs one slot's loop; [`execute`] runs a handler under timeout
-//! and cancellation; [`complete`] records the outcome; [`heartbeat`] and
-//! [`commands`] serve every slot of the process at once; [`metrics`] counts what happens
-//! and [`metrics_http`] serves it to Prometheus.
+//! **Lifecycle**
+//! - [`launcher`]: build → register → spawn services → run slots → stop.
+//! - [`shutdown`]: the one stop signal, in phases (warm → cold → exit).
+//! - [`service`]: the lifecycle every background service shares.
+//! - [`signals`]: SIGTERM/SIGINT to phases, the shutdown grace timer.
+//! - [`registration`]: each slot's RQ worker record (birth, state, death).
+//!
+//! **A job's way through the process**
+//! - [`fetch`]: the claim (pop + record as started, atomically) for idle slots, queue
+//!   limits and wake-ups.
+//! - [`job`]: the unit of work, from claim to completion.
+//! - [`slots`]: which slot runs which job.
+//! - [`processor`]: one slot's loop: fetch → execute → complete.
+//! - [`execute`]: decode, resolve, call through the [`layers`], map to a completion.
+//! - [`layers`]: run state and deadline around the handler.
+//! - [`complete`]: the completion record (result, registries, retries, dependents).
+//! - [`tasks`]: handlers — native, exec, the Python task host — and the task table.
+//! - [`error`]: [`TaskError`], a job's failure as a value.
+//!
+//! **Background services**
+//! - [`heartbeat`]: worker keys and started-registry deadlines, batched per process.
+//! - [`maintenance`]: abandoned jobs, expired entries, dead workers.
+//! - [`scheduler`]: due scheduled jobs to their queues, one owner per queue.
+//! - [`commands`]: RQ worker commands over pub/sub.
+//! - [`runstate`]: WEPPcloud run state; its [`lock_keeper`](runstate::lock_keeper)
+//!   renews NoDb locks in one batched round trip.
+//! - [`metrics`], [`metrics_http`]: Prometheus counters and the endpoint.
+//! - [`watchdog`], [`notify`]: systemd readiness and watchdog.
+//! - [`logging`]: log output.
 
 pub mod commands;
 pub mod complete;
+pub mod error;
 pub mod execute;
 pub mod fetch;
 pub mod heartbeat;
+pub mod job;
 pub mod launcher;
+pub mod layers;
 pub mod logging;
 pub mod maintenance;
 pub mod metrics;
@@ -20,12 +49,16 @@ pub mod metrics_http;
 pub mod notify;
 pub mod processor;
 pub mod registration;
-pub mod run;
+pub mod runstate;
 pub mod scheduler;
+pub mod service;
 pub mod shutdown;
+pub mod signals;
 pub mod slots;
 pub mod tasks;
+pub mod watchdog;
 
+pub use error::TaskError;
 pub use launcher::{run, WorkerOptions};
-pub use run::RunContext;
-pub use tasks::{Registry, Task, TaskCall, TaskError, TaskOutput};
+pub use runstate::RunContext;
+pub use tasks::{Registry, Task, TaskCall, TaskOutput};

@@ -92,12 +92,15 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(runq_worker::run(config, opts, Registry::with_builtins()));
-    // Dropping the runtime drops every handler still running; exec children then get
-    // SIGTERM, and their groups SIGKILL once the grace is over, before the process exits.
+    // Dropping the runtime drops anything still running; a process child dropped that
+    // way has its group SIGKILLed at once.
     drop(runtime);
-    runq_worker::tasks::exec::kill_lingering();
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(runq_worker::launcher::LaunchError::StoppedWhileWaiting) => {
+            eprintln!("runq-worker: stopped by a signal while waiting for Redis");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("runq-worker: {e}");
             ExitCode::from(1)

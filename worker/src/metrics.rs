@@ -1,14 +1,19 @@
-//! The worker's Prometheus metrics: job counters and timings, queue depths, busy slots and
-//! NoDb lock activity, in one registry encoded as Prometheus/OpenMetrics text by
-//! [`crate::metrics_http`]. All names start with `runq_`.
+//! The worker's Prometheus metrics: job counters and timings, queue depths, busy slots,
+//! NoDb lock activity and the Python task host, in one registry encoded as
+//! Prometheus/OpenMetrics text by [`crate::metrics_http`]. All names start with `runq_`.
+//! Label values come from a bounded set ([`Labels`]): job data can never mint series
+//! without limit.
 
-use crate::fetch::Claimed;
+use crate::job::Job;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use runq_common::scripts::complete::Recorded;
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 /// Bucket bounds (seconds) for job run and queue wait times: jobs last from
 /// milliseconds to hours.
@@ -45,11 +50,60 @@ fn job_histogram() -> Histogram {
     Histogram::new(JOB_BUCKETS)
 }
 
+/// Task names beyond the configured ones that may become label values (first seen, first
+/// kept: the Python host's pattern-matched functions); the rest count as `other`.
+const MAX_EXTRA_TASKS: usize = 256;
+/// Longest label value taken from job data.
+const MAX_LABEL_CHARS: usize = 200;
+
+/// The label values metrics may use: configured queues and known tasks, a bounded number
+/// of further task names, then `other`.
+#[derive(Debug, Default)]
+pub struct Labels {
+    queues: HashSet<String>,
+    tasks: HashSet<String>,
+    extra_tasks: Mutex<HashSet<String>>,
+}
+
+impl Labels {
+    pub fn new(queues: &[String], tasks: impl IntoIterator<Item = String>) -> Labels {
+        Labels {
+            queues: queues.iter().cloned().collect(),
+            tasks: tasks.into_iter().collect(),
+            extra_tasks: Mutex::default(),
+        }
+    }
+
+    fn queue(&self, q: &str) -> String {
+        if self.queues.contains(q) {
+            q.to_string()
+        } else {
+            "other".into()
+        }
+    }
+
+    fn task(&self, t: &str) -> String {
+        if self.tasks.contains(t) {
+            return t.to_string();
+        }
+        if t.chars().count() > MAX_LABEL_CHARS {
+            return "other".into();
+        }
+        let mut extra = self.extra_tasks.lock().unwrap_or_else(|p| p.into_inner());
+        if extra.contains(t) || extra.len() < MAX_EXTRA_TASKS && extra.insert(t.to_string()) {
+            t.to_string()
+        } else {
+            "other".into()
+        }
+    }
+}
+
 /// Every metric of one worker process. Cheap to update from any task; the job hooks do
 /// nothing when the endpoint is off.
 #[derive(Debug)]
 pub struct Metrics {
     enabled: bool,
+    labels: Labels,
     registry: Registry,
     jobs: Family<JobLabels, Counter>,
     job_seconds: HistogramFamily,
@@ -61,11 +115,14 @@ pub struct Metrics {
     lock_wait_seconds: Histogram,
     lock_renewals: Counter,
     lock_losses: Counter,
+    python_rss: Gauge,
+    python_children: Gauge,
+    python_restarts: Counter,
 }
 
 impl Metrics {
     /// A registry with every metric; `enabled` is false when no endpoint serves it.
-    pub fn new(enabled: bool) -> Metrics {
+    pub fn new(enabled: bool, labels: Labels) -> Metrics {
         let mut registry = Registry::with_prefix("runq");
         let jobs = Family::<JobLabels, Counter>::default();
         registry.register(
@@ -123,8 +180,27 @@ impl Metrics {
             "NoDb locks found lost (expired or taken) while a job held them",
             lock_losses.clone(),
         );
+        let python_rss = Gauge::default();
+        registry.register(
+            "python_host_rss_bytes",
+            "Resident memory of the Python task host (without its job children)",
+            python_rss.clone(),
+        );
+        let python_children = Gauge::default();
+        registry.register(
+            "python_children",
+            "Python job processes the task host is running",
+            python_children.clone(),
+        );
+        let python_restarts = Counter::default();
+        registry.register(
+            "python_host_restarts",
+            "Times the Python task host died and was started again",
+            python_restarts.clone(),
+        );
         Metrics {
             enabled,
+            labels,
             registry,
             jobs,
             job_seconds,
@@ -136,6 +212,9 @@ impl Metrics {
             lock_wait_seconds,
             lock_renewals,
             lock_losses,
+            python_rss,
+            python_children,
+            python_restarts,
         }
     }
 
@@ -145,34 +224,54 @@ impl Metrics {
     }
 
     /// A job was claimed: records how long it waited in its queue.
-    pub fn job_started(&self, job: &Claimed) {
+    pub fn job_started(&self, job: &Job) {
         if !self.enabled {
             return;
         }
         if let Ok(Some(enqueued)) = job.hash.datetime("enqueued_at") {
             let waited = (job.started.at - enqueued).num_microseconds().unwrap_or(0) as f64 / 1e6;
             self.wait_seconds
-                .get_or_create(&queue_label(&job.origin))
+                .get_or_create(&self.queue_label(&job.origin))
                 .observe(waited.max(0.0));
         }
     }
 
-    /// A job ended: counts it by task (`None`: its payload did not decode) and outcome
-    /// (`done` is what the completion script returned, `None` when it could not be
-    /// recorded), and records its run time.
-    pub fn job_done(&self, job: &Claimed, task: Option<&str>, done: Option<&str>, run_secs: f64) {
+    /// A job ended: counts it by task (`unknown`: its payload did not decode) and what
+    /// the completion script recorded (`unrecorded` when Redis never took it), and
+    /// records its run time.
+    pub fn job_done(&self, job: &Job, recorded: Option<Recorded>, run_secs: f64) {
         if !self.enabled {
             return;
         }
         let labels = JobLabels {
-            queue: job.origin.clone(),
-            task: task.unwrap_or("unknown").to_string(),
-            outcome: done.unwrap_or("unrecorded").to_string(),
+            queue: self.labels.queue(&job.origin),
+            task: job
+                .func()
+                .map(|f| self.labels.task(f))
+                .unwrap_or_else(|| "unknown".into()),
+            outcome: recorded.map_or("unrecorded", Recorded::as_str).to_string(),
         };
         self.jobs.get_or_create(&labels).inc();
         self.job_seconds
-            .get_or_create(&queue_label(&job.origin))
+            .get_or_create(&self.queue_label(&job.origin))
             .observe(run_secs.max(0.0));
+    }
+
+    fn queue_label(&self, queue: &str) -> QueueLabels {
+        QueueLabels {
+            queue: self.labels.queue(queue),
+        }
+    }
+
+    /// The Python host's resident memory and running children (refreshed by the host).
+    pub fn set_python_host(&self, rss_bytes: u64, children: u64) {
+        self.python_rss.set(rss_bytes as i64);
+        self.python_children.set(children as i64);
+    }
+
+    /// The Python host died and is being started again.
+    pub fn python_host_restarted(&self) {
+        self.python_restarts.inc();
     }
 
     /// A job waited `secs` for a NoDb lock someone else held. Called by the NoDb lock
@@ -201,7 +300,7 @@ impl Metrics {
     /// Sets one queue's depth (refreshed at scrape time).
     pub fn set_queue_depth(&self, queue: &str, depth: i64) {
         self.queue_depth
-            .get_or_create(&queue_label(queue))
+            .get_or_create(&self.queue_label(queue))
             .set(depth);
     }
 
@@ -214,19 +313,13 @@ impl Metrics {
     }
 }
 
-fn queue_label(queue: &str) -> QueueLabels {
-    QueueLabels {
-        queue: queue.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn lock_metrics_are_exposed() {
-        let m = Metrics::new(true);
+        let m = Metrics::new(true, Labels::new(&["default".to_string()], []));
         m.lock_wait(0.3);
         m.lock_renewed(3);
         m.lock_renewed(2);
@@ -245,5 +338,19 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
         }
+    }
+
+    #[test]
+    fn label_values_are_bounded() {
+        let l = Labels::new(&["default".to_string()], ["known.task".to_string()]);
+        assert_eq!(l.queue("default"), "default");
+        assert_eq!(l.queue("made-up"), "other");
+        assert_eq!(l.task("known.task"), "known.task");
+        for i in 0..MAX_EXTRA_TASKS {
+            assert_eq!(l.task(&format!("t{i}")), format!("t{i}"));
+        }
+        assert_eq!(l.task("one.too.many"), "other");
+        assert_eq!(l.task("t0"), "t0");
+        assert_eq!(l.task(&"x".repeat(MAX_LABEL_CHARS + 1)), "other");
     }
 }

@@ -4,6 +4,7 @@
 //! is not shutting down, 503 otherwise). Anything else is 404. One request per connection.
 
 use crate::metrics::Metrics;
+use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
 use runq_common::connect::SharedConnection;
@@ -12,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
 /// How long a scrape or health check waits for Redis before answering without it.
 const REDIS_WAIT: Duration = Duration::from_secs(2);
@@ -40,14 +40,27 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves requests until `stop` is cancelled.
-pub async fn serve(listener: TcpListener, sources: Arc<Sources>, stop: CancellationToken) {
+/// The endpoint as a service: serves requests until the process exits.
+pub struct MetricsEndpoint {
+    pub listener: TcpListener,
+    pub sources: Arc<Sources>,
+}
+
+impl Service for MetricsEndpoint {
+    const NAME: &'static str = "metrics endpoint";
+
+    async fn run(self, shutdown: Shutdown) {
+        serve(self.listener, self.sources, shutdown).await
+    }
+}
+
+async fn serve(listener: TcpListener, sources: Arc<Sources>, shutdown: Shutdown) {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "metrics endpoint listening (/metrics, /healthz)");
     }
     loop {
         let stream = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = shutdown.exiting() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {

@@ -7,11 +7,11 @@
 //! unconditionally. Send failures are logged, never returned: notification is advisory
 //! and must not stop a worker from running jobs.
 //!
-//! Intended use (wired by the launcher): `ready()` once every slot is registered and the
-//! fetcher runs; `stopping()` when warm shutdown begins (signal or RQ `shutdown`
-//! command); `watchdog()` every [`Notifier::watchdog_interval`] from a task on the async
-//! runtime, until the process exits, so that a wedged runtime is restarted by systemd but
-//! a Redis outage (which the worker survives by reconnecting) is not.
+//! Use (wired by the launcher and [`crate::watchdog`]): `ready()` once every slot is
+//! registered and the fetcher runs; `stopping()` when warm shutdown begins (signal or RQ
+//! `shutdown` command); `watchdog()` every [`Notifier::watchdog_interval`] from a task on
+//! the async runtime, until the process exits, so that a wedged runtime is restarted by
+//! systemd but a Redis outage (which the worker survives by reconnecting) is not.
 
 use sd_notify::NotifyState;
 use std::time::Duration;

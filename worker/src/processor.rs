@@ -1,16 +1,23 @@
-//! One execution slot's loop: ask the fetcher for a job, run it, record the outcome,
-//! repeat until the worker stops taking jobs.
+//! One execution slot's loop (Sidekiq's processor): ask the fetcher for a job, install
+//! it in the slot, execute it, record its completion, repeat until the worker stops
+//! taking jobs. A panic anywhere in a job's execution becomes that job's failure and a
+//! log line; the slot carries on.
 
 use crate::complete;
-use crate::execute::{execute, ExecContext, Outcome};
-use crate::fetch::FetchHandle;
+use crate::execute::{execute, ExecContext};
+use crate::fetch::{Claimed, FetchHandle};
+use crate::layers::deadline::panic_text;
+use crate::layers::LayerContext;
 use crate::metrics::Metrics;
-use crate::run::RunServices;
+use crate::runstate::RunServices;
 use crate::shutdown::Shutdown;
-use crate::slots::{Running, Slots};
+use crate::slots::Slots;
 use crate::tasks::table::TaskTable;
+use futures_util::FutureExt;
 use runq_common::config::{Config, InterruptedJobPolicy};
 use runq_common::connect::SharedConnection;
+use runq_common::scripts::complete::{Completion, Recorded};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 /// What every processor of a process shares.
@@ -26,46 +33,64 @@ pub struct ProcessorContext {
 
 /// Runs slot `slot` until the fetcher has no more jobs for it.
 pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandle) {
-    let worker = ctx.slots.names[slot].clone();
     let exec_ctx = ExecContext {
         table: &ctx.table,
-        run_services: &ctx.run_services,
+        layers: LayerContext {
+            run_services: &ctx.run_services,
+            requeue_on_shutdown: ctx.config.worker.interrupted_jobs
+                == InterruptedJobPolicy::Requeue,
+            shutdown: &ctx.shutdown,
+        },
         default_timeout: ctx.config.worker.default_timeout,
-        requeue_on_shutdown: ctx.config.worker.interrupted_jobs == InterruptedJobPolicy::Requeue,
-        shutdown: &ctx.shutdown,
     };
-    while let Some(job) = fetch.next(slot).await {
-        let running = Running::new(&job.id, &job.exec_id, &job.origin);
-        ctx.slots.set(slot, Some(running.clone()));
-        tracing::debug!(worker = %worker, job = %job.id, queue = %job.origin, "job started");
+    while let Some(Claimed { job, permit }) = fetch.next(slot).await {
+        ctx.slots.install(job.clone());
+        tracing::debug!(worker = %job.worker, job = %job.id, queue = %job.origin, "job started");
         ctx.metrics.job_started(&job);
-        let outcome = execute(&exec_ctx, &job, &running).await;
-        let done = complete::record(
-            &ctx.redis,
-            &ctx.config,
-            &job,
-            &worker,
-            &outcome,
-            &ctx.shutdown,
-        )
-        .await;
-        ctx.slots.set(slot, None);
-        fetch.release(&job.queue);
+        let completion = match AssertUnwindSafe(execute(&exec_ctx, &job))
+            .catch_unwind()
+            .await
+        {
+            Ok(c) => c,
+            Err(panic) => {
+                let text = panic_text(panic);
+                tracing::error!(job = %job.id, panic = %text, "the worker panicked while running the job; failing it");
+                Completion::Failure {
+                    text: format!(
+                        "WorkerPanic: runq-worker panicked while running the job: {text}"
+                    ),
+                    retry: false,
+                }
+            }
+        };
+        job.mark_completing();
+        let recorded =
+            complete::record(&ctx.redis, &ctx.config, &job, &completion, &ctx.shutdown).await;
+        ctx.slots.clear(slot);
+        drop(permit);
         let secs = (chrono::Utc::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
-        ctx.metrics
-            .job_done(&job, running.func(), done.as_deref(), secs);
-        match (&outcome, done.as_deref()) {
-            (Outcome::Success { .. }, Some(d)) => {
-                tracing::info!(worker = %worker, job = %job.id, queue = %job.origin, secs, "job {d}")
-            }
-            (Outcome::Failure { text, .. }, Some(d)) => {
-                tracing::warn!(worker = %worker, job = %job.id, queue = %job.origin, secs, error = %text, "job {d}")
-            }
-            (_, Some(d)) => {
-                tracing::warn!(worker = %worker, job = %job.id, queue = %job.origin, secs, "job {d}")
-            }
-            (_, None) => {}
-        }
+        ctx.metrics.job_done(&job, recorded, secs);
+        log_outcome(&job, &completion, recorded, secs);
     }
-    tracing::debug!(worker = %worker, "slot stopped");
+    tracing::debug!(worker = %ctx.slots.names[slot], "slot stopped");
+}
+
+fn log_outcome(
+    job: &crate::job::Job,
+    completion: &Completion,
+    recorded: Option<Recorded>,
+    secs: f64,
+) {
+    let Some(done) = recorded else { return };
+    let (worker, id, queue) = (&job.worker, &job.id, &job.origin);
+    match completion {
+        Completion::Success { .. } => {
+            tracing::info!(worker = %worker, job = %id, queue = %queue, secs, "job {done}")
+        }
+        Completion::Failure { text, .. } => {
+            let first = text.lines().next().unwrap_or("");
+            tracing::warn!(worker = %worker, job = %id, queue = %queue, secs, error = %runq_common::echo::clip(first, 300), "job {done}")
+        }
+        _ => tracing::warn!(worker = %worker, job = %id, queue = %queue, secs, "job {done}"),
+    }
 }

@@ -4,6 +4,7 @@
 
 use redis::aio::ConnectionLike;
 use runq_common::timefmt::Stamp;
+use runq_common::worker_state::WorkerState;
 use runq_common::Keys;
 
 /// What every slot of this process reports about itself.
@@ -91,7 +92,7 @@ pub async fn register<C: ConnectionLike + Send>(
                 ("ip_address", &id.ip_address),
                 ("version", concat!("runq-", env!("CARGO_PKG_VERSION"))),
                 ("python_version", "runq-worker (Rust); no Python"),
-                ("state", "idle"),
+                ("state", WorkerState::Idle.as_str()),
                 ("successful_job_count", "0"),
                 ("failed_job_count", "0"),
                 ("total_working_time", "0"),
@@ -112,11 +113,11 @@ pub async fn set_state<C: ConnectionLike + Send>(
     conn: &mut C,
     keys: &Keys,
     names: &[String],
-    state: &str,
+    state: WorkerState,
 ) -> redis::RedisResult<()> {
     let mut pipe = redis::pipe();
     for n in names {
-        pipe.hset(keys.worker(n), "state", state).ignore();
+        pipe.hset(keys.worker(n), "state", state.as_str()).ignore();
     }
     pipe.query_async(conn).await
 }

@@ -1,135 +1,124 @@
 //! The scheduler: moves due jobs from `rq:scheduled:<q>` to their queues. Exactly one
 //! scheduler is active per queue across all processes and hosts (Python's included),
-//! through RQ's `rq:scheduler-lock:<q>` holding this scheduler's name as an owner token;
-//! unlike RQ, the lock is renewed and released only by its owner (compare-token scripts).
-//! Ticks every 500 ms, so a due job reaches its queue within a second.
+//! through RQ's `rq:scheduler-lock:<q>` holding this scheduler's name as an owner token
+//! ([`runq_common::scripts::scheduler`]); unlike RQ, the lock is renewed and released
+//! only by its owner. Ticks every 500 ms, so a due job reaches its queue within a second.
 
 use crate::registration::Identity;
-use redis::Script;
+use crate::service::Service;
+use crate::shutdown::Shutdown;
 use runq_common::config::Config;
 use runq_common::connect::SharedConnection;
-use runq_common::scripts::scripts;
+use runq_common::scripts::scheduler;
 use runq_common::timefmt::Stamp;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio_util::sync::CancellationToken;
 
 const LOCK_TTL: u64 = 61;
 const TICK: Duration = Duration::from_millis(500);
 const ACQUIRE_EVERY: Duration = Duration::from_secs(5);
 
-/// Runs until `stop`, then releases the locks it holds.
-pub async fn run(
-    config: Arc<Config>,
-    redis: SharedConnection,
-    identity: Identity,
-    stop: CancellationToken,
-) {
-    let keys = config.keys();
-    let name = uuid::Uuid::new_v4().simple().to_string();
-    let created = Stamp::now();
-    let mut held: BTreeSet<String> = BTreeSet::new();
-    let mut last_acquire: Option<Instant> = None;
-    loop {
-        let result: redis::RedisResult<()> = async {
-            let mut conn = redis.get().await.map_err(to_redis)?;
-            if last_acquire.is_none_or(|t| t.elapsed() >= ACQUIRE_EVERY) {
-                last_acquire = Some(Instant::now());
-                for q in config.queue_names() {
-                    if held.contains(&q) {
-                        continue;
-                    }
-                    let won: Option<String> = redis::cmd("SET")
-                        .arg(keys.scheduler_lock(&q))
-                        .arg(&name)
-                        .arg("NX")
-                        .arg("EX")
-                        .arg(LOCK_TTL)
-                        .query_async(&mut conn)
-                        .await?;
-                    if won.is_some() {
-                        tracing::info!(queue = %q, scheduler = %name, "scheduler lock acquired");
-                        held.insert(q);
-                    }
-                }
-                if !held.is_empty() {
-                    let now = Stamp::now();
-                    let hk = format!("{}:scheduler:{name}", keys.prefix());
-                    let queues = held.iter().cloned().collect::<Vec<_>>().join(",");
-                    redis::pipe()
-                        .hset_multiple(
-                            &hk,
-                            &[
-                                ("name", name.as_str()),
-                                ("hostname", identity.hostname.as_str()),
-                                ("pid", &identity.pid.to_string()),
-                                ("queues", &queues),
-                                ("created_at", &created.text),
-                                ("last_heartbeat", &now.text),
-                            ],
-                        )
-                        .ignore()
-                        .expire(&hk, LOCK_TTL as i64)
-                        .ignore()
-                        .query_async::<()>(&mut conn)
-                        .await?;
-                }
-            }
-            if held.is_empty() {
-                return Ok(());
-            }
-            let now = Stamp::now();
-            let mut inv = scripts().scheduler.prepare_invoke();
-            inv.arg(keys.prefix()).arg(&name).arg(LOCK_TTL).arg(&now.text).arg(now.secs).arg(held.len());
-            for q in &held {
-                inv.arg(q);
-            }
-            let out: Vec<redis::Value> = inv.invoke_async(&mut conn).await?;
-            let mut it = out.into_iter();
-            let moved: i64 = redis::from_redis_value(it.next().unwrap_or(redis::Value::Int(0)))?;
-            if moved > 0 {
-                tracing::debug!(moved, "scheduled jobs moved to their queues");
-            }
-            for lost in it {
-                let q: String = redis::from_redis_value(lost)?;
-                tracing::warn!(queue = %q, "scheduler lock was taken over; no longer scheduling this queue");
-                held.remove(&q);
-            }
-            Ok(())
-        }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "scheduler tick failed; will retry");
-            redis.reset().await;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = stop.cancelled() => break,
-        }
-    }
-    release(&config, &redis, &name, &held).await;
+pub struct Scheduler {
+    pub config: Arc<Config>,
+    pub redis: SharedConnection,
+    pub identity: Identity,
 }
 
-/// Deletes the locks that still hold our token, and our scheduler record.
-async fn release(config: &Config, redis: &SharedConnection, name: &str, held: &BTreeSet<String>) {
-    let keys = config.keys();
-    let cad = Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0");
-    if let Ok(mut conn) = redis.get().await {
-        for q in held {
-            let _: redis::RedisResult<i64> = cad
-                .key(keys.scheduler_lock(q))
-                .arg(name)
-                .invoke_async(&mut conn)
-                .await;
+/// The scheduler's state between ticks.
+struct Held {
+    name: String,
+    created: Stamp,
+    queues: BTreeSet<String>,
+    last_acquire: Option<Instant>,
+}
+
+impl Service for Scheduler {
+    const NAME: &'static str = "scheduler";
+
+    async fn run(self, shutdown: Shutdown) {
+        let mut held = Held {
+            name: uuid::Uuid::new_v4().simple().to_string(),
+            created: Stamp::now(),
+            queues: BTreeSet::new(),
+            last_acquire: None,
+        };
+        loop {
+            if let Err(e) = self.tick(&mut held).await {
+                tracing::warn!(error = %e, "scheduler tick failed; will retry");
+                self.redis.reset().await;
+            }
+            if !shutdown.sleep(TICK).await {
+                break;
+            }
         }
-        let _: redis::RedisResult<i64> = redis::cmd("DEL")
-            .arg(format!("{}:scheduler:{name}", keys.prefix()))
-            .query_async(&mut conn)
-            .await;
+        let queues: Vec<String> = held.queues.into_iter().collect();
+        if let Ok(mut conn) = self.redis.get().await {
+            let _ = scheduler::unlock(&mut conn, &self.config.keys(), &held.name, &queues).await;
+        }
     }
 }
 
-fn to_redis(e: runq_common::Error) -> redis::RedisError {
-    redis::RedisError::from((redis::ErrorKind::Io, "connection", e.to_string()))
+impl Scheduler {
+    async fn tick(&self, held: &mut Held) -> runq_common::Result<()> {
+        let keys = self.config.keys();
+        let mut conn = self.redis.get().await?;
+        if held
+            .last_acquire
+            .is_none_or(|t| t.elapsed() >= ACQUIRE_EVERY)
+        {
+            held.last_acquire = Some(Instant::now());
+            for q in self.config.queue_names() {
+                if !held.queues.contains(&q)
+                    && scheduler::try_lock(&mut conn, &keys, &q, &held.name, LOCK_TTL).await?
+                {
+                    tracing::info!(queue = %q, scheduler = %held.name, "scheduler lock acquired");
+                    held.queues.insert(q);
+                }
+            }
+            if !held.queues.is_empty() {
+                self.write_record(&mut conn, held).await?;
+            }
+        }
+        if held.queues.is_empty() {
+            return Ok(());
+        }
+        let queues: Vec<String> = held.queues.iter().cloned().collect();
+        let reply = scheduler::tick(&mut conn, &keys, &held.name, LOCK_TTL, &queues).await?;
+        if reply.moved > 0 {
+            tracing::debug!(moved = reply.moved, "scheduled jobs moved to their queues");
+        }
+        for q in reply.lost {
+            tracing::warn!(queue = %q, "scheduler lock was taken over; no longer scheduling this queue");
+            held.queues.remove(&q);
+        }
+        Ok(())
+    }
+
+    /// `rq:scheduler:<name>`, as RQ's scheduler registers itself.
+    async fn write_record(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        held: &Held,
+    ) -> redis::RedisResult<()> {
+        let hk = self.config.keys().scheduler(&held.name);
+        let queues = held.queues.iter().cloned().collect::<Vec<_>>().join(",");
+        redis::pipe()
+            .hset_multiple(
+                &hk,
+                &[
+                    ("name", held.name.as_str()),
+                    ("hostname", self.identity.hostname.as_str()),
+                    ("pid", &self.identity.pid.to_string()),
+                    ("queues", &queues),
+                    ("created_at", &held.created.text),
+                    ("last_heartbeat", &Stamp::now().text),
+                ],
+            )
+            .ignore()
+            .expire(&hk, LOCK_TTL as i64)
+            .ignore()
+            .query_async(conn)
+            .await
+    }
 }

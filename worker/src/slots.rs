@@ -1,86 +1,51 @@
-//! The process's execution slots: each slot's RQ worker name and the job it is running,
-//! shared by the processors, the heartbeat and the command listener.
+//! The process's execution slots: each slot's RQ worker name and the job it runs, shared
+//! by the processors, the heartbeat and the command listener. A stop command for a job a
+//! slot has been handed but not yet installed (the claim marked it started a moment ago)
+//! is kept and applied when the job is installed, so no stop-job is lost in that gap.
 
-use std::sync::Mutex;
-use tokio_util::sync::CancellationToken;
+use crate::job::{Job, StopReason};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-/// Why a running job was cancelled from outside its handler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
-    /// RQ `stop-job` / `stop-execution`: the job ends `stopped`.
-    Stopped,
-    /// RQ `kill-horse`: the job fails as terminated.
-    Killed,
-    /// Cold shutdown: the job goes back to a safe state (requeued or failed, per config).
-    Shutdown,
-    /// The started-registry entry vanished (maintenance or an operator took the job).
-    Lost,
-    /// One of the job's NoDb locks was lost (cleared, taken or not renewable): the job
-    /// fails with the fence's reason.
-    LockLost,
-}
-
-/// One job running in a slot.
-#[derive(Debug, Clone)]
-pub struct Running {
-    pub id: String,
-    pub exec_id: String,
-    pub origin: String,
-    cancel: CancellationToken,
-    reason: std::sync::Arc<Mutex<Option<StopReason>>>,
-    /// The job's function name, once its payload is decoded.
-    func: std::sync::Arc<std::sync::OnceLock<String>>,
-}
-
-impl Running {
-    pub fn new(id: &str, exec_id: &str, origin: &str) -> Self {
-        Running {
-            id: id.to_string(),
-            exec_id: exec_id.to_string(),
-            origin: origin.to_string(),
-            cancel: CancellationToken::new(),
-            reason: Default::default(),
-            func: Default::default(),
-        }
-    }
-    /// Records the job's function name (the first one given stays).
-    pub fn set_func(&self, name: &str) {
-        let _ = self.func.set(name.to_string());
-    }
-    /// The job's function name, when its payload could be decoded.
-    pub fn func(&self) -> Option<&str> {
-        self.func.get().map(String::as_str)
-    }
-    /// Cancels the job; the first reason given wins.
-    pub fn stop(&self, reason: StopReason) {
-        let mut r = self.reason.lock().expect("stop reason lock");
-        if r.is_none() {
-            *r = Some(reason);
-        }
-        drop(r);
-        self.cancel.cancel();
-    }
-    pub fn reason(&self) -> Option<StopReason> {
-        *self.reason.lock().expect("stop reason lock")
-    }
-    pub fn cancel_token(&self) -> CancellationToken {
-        self.cancel.clone()
-    }
-    pub fn member(&self) -> String {
-        format!("{}:{}", self.id, self.exec_id)
-    }
-}
+/// How long a stop for a job not (yet) running here is kept.
+const PENDING_STOP_TTL: Duration = Duration::from_secs(60);
+/// At most this many pending stops are kept (hostile command floods stay bounded).
+const MAX_PENDING_STOPS: usize = 256;
 
 /// All slots of the process.
 pub struct Slots {
     pub names: Vec<String>,
-    running: Vec<Mutex<Option<Running>>>,
+    running: Vec<Mutex<Option<Arc<Job>>>>,
+    pending_stops: Mutex<HashMap<String, PendingStop>>,
+}
+
+/// A stop for a job this process was not running when it arrived.
+struct PendingStop {
+    reason: StopReason,
+    /// Only a job installed on this slot (stop-job names the worker) …
+    slot: Option<usize>,
+    /// … or with this execution id (stop-execution names it).
+    exec_id: Option<String>,
+    at: Instant,
+}
+
+impl PendingStop {
+    fn applies_to(&self, job: &Job) -> bool {
+        self.at.elapsed() < PENDING_STOP_TTL
+            && self.slot.is_none_or(|s| s == job.slot)
+            && self.exec_id.as_deref().is_none_or(|e| e == job.exec_id)
+    }
 }
 
 impl Slots {
     pub fn new(names: Vec<String>) -> Self {
         let running = names.iter().map(|_| Mutex::new(None)).collect();
-        Slots { names, running }
+        Slots {
+            names,
+            running,
+            pending_stops: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -91,40 +56,81 @@ impl Slots {
         self.names.is_empty()
     }
 
-    pub fn set(&self, slot: usize, job: Option<Running>) {
-        *self.running[slot].lock().expect("slot lock") = job;
+    fn slot(&self, i: usize) -> std::sync::MutexGuard<'_, Option<Arc<Job>>> {
+        self.running[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn get(&self, slot: usize) -> Option<Running> {
-        self.running[slot].lock().expect("slot lock").clone()
+    /// Makes `job` the one its slot runs, applying a stop that arrived for it early.
+    pub fn install(&self, job: Arc<Job>) {
+        let early = self
+            .pending_stops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job.id)
+            .filter(|p| p.applies_to(&job));
+        *self.slot(job.slot) = Some(job.clone());
+        if let Some(p) = early {
+            tracing::info!(job = %job.id, "applying a stop command that arrived as the job was claimed");
+            job.stop(p.reason);
+        }
     }
 
-    /// Every running job with its slot.
-    pub fn running(&self) -> Vec<(usize, Running)> {
-        (0..self.len())
-            .filter_map(|i| self.get(i).map(|r| (i, r)))
-            .collect()
+    /// The slot is free again.
+    pub fn clear(&self, slot: usize) {
+        *self.slot(slot) = None;
     }
 
-    pub fn slot_of(&self, worker_name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == worker_name)
+    pub fn get(&self, slot: usize) -> Option<Arc<Job>> {
+        self.slot(slot).clone()
     }
 
-    /// Stops the job with this id (and execution id, when given) if it runs here.
-    pub fn stop_job(&self, job_id: &str, exec_id: Option<&str>, reason: StopReason) -> bool {
+    /// Every running job.
+    pub fn running(&self) -> Vec<Arc<Job>> {
+        (0..self.len()).filter_map(|i| self.get(i)).collect()
+    }
+
+    /// Stops the job with this id if it runs here — on `slot` when given, with
+    /// `exec_id` when given; true when it did. Otherwise the stop is kept (bounded, for
+    /// a minute) and applied if such a job is installed: the claim may have marked it
+    /// started a moment before the slot got it.
+    pub fn stop_job(
+        &self,
+        job_id: &str,
+        slot: Option<usize>,
+        exec_id: Option<&str>,
+        reason: StopReason,
+    ) -> bool {
         let mut found = false;
-        for (_, r) in self.running() {
-            if r.id == job_id && exec_id.is_none_or(|e| e == r.exec_id) {
-                r.stop(reason);
+        for job in self.running() {
+            if job.id == job_id
+                && slot.is_none_or(|s| s == job.slot)
+                && exec_id.is_none_or(|e| e == job.exec_id)
+            {
+                job.stop(reason);
                 found = true;
+            }
+        }
+        if !found {
+            let mut pending = self.pending_stops.lock().unwrap_or_else(|p| p.into_inner());
+            pending.retain(|_, p| p.at.elapsed() < PENDING_STOP_TTL);
+            if pending.len() < MAX_PENDING_STOPS {
+                pending.insert(
+                    job_id.to_string(),
+                    PendingStop {
+                        reason,
+                        slot,
+                        exec_id: exec_id.map(str::to_string),
+                        at: Instant::now(),
+                    },
+                );
             }
         }
         found
     }
 
     pub fn stop_all(&self, reason: StopReason) {
-        for (_, r) in self.running() {
-            r.stop(reason);
+        for job in self.running() {
+            job.stop(reason);
         }
     }
 

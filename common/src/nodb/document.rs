@@ -239,6 +239,21 @@ impl DocumentStore {
     }
 }
 
+/// `SET <absolute path> <payload> EX 72h` in the DB 13 cache, as wepppy's `dump()` does.
+pub async fn cache_set<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    path: &Path,
+    payload: &str,
+) -> redis::RedisResult<()> {
+    redis::cmd("SET")
+        .arg(path.to_string_lossy().as_ref())
+        .arg(payload)
+        .arg("EX")
+        .arg(super::NODB_CACHE_TTL)
+        .query_async(conn)
+        .await
+}
+
 /// The DB 13 cache value for a written document: its JSON with `_nodb_mtime` and
 /// `_nodb_size` set to the new file's signature (inside `py/state` when present), so
 /// wepppy's cache signature gate accepts it.

@@ -40,6 +40,15 @@ pub async fn set_attr<C: ConnectionLike + Send>(
     hset_field(conn, runid, &format!("attrs:{name}"), value).await
 }
 
+/// `HSET <runid> last_modified <epoch seconds>` after a document write.
+pub async fn set_last_modified<C: ConnectionLike + Send>(
+    conn: &mut C,
+    runid: &str,
+    epoch: i64,
+) -> redis::RedisResult<()> {
+    hset_field(conn, runid, "last_modified", epoch).await
+}
+
 async fn hset_field<C: ConnectionLike + Send>(
     conn: &mut C,
     runid: &str,
@@ -74,7 +83,8 @@ pub fn write_dump(wd: &Path, fields: &[(String, String)]) -> std::io::Result<()>
     super::atomic::write(&wd.join(DUMP_FILE), &text).map(|_| ())
 }
 
-/// Snapshot now: reads the hash and rewrites the dump.
+/// Snapshot now: reads the hash and rewrites the dump (the file work off the async
+/// threads).
 pub async fn dump<C: ConnectionLike + Send>(
     conn: &mut C,
     runid: &str,
@@ -83,7 +93,11 @@ pub async fn dump<C: ConnectionLike + Send>(
     let f = fields(conn, runid)
         .await
         .map_err(|e| format!("redis: {e}"))?;
-    write_dump(wd, &f).map_err(|e| format!("{}: {e}", wd.join(DUMP_FILE).display()))
+    let dir = wd.to_path_buf();
+    tokio::task::spawn_blocking(move || write_dump(&dir, &f))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("{}: {e}", wd.join(DUMP_FILE).display()))
 }
 
 /// preflight2's checklist over the run hash, in its order.

@@ -7,7 +7,7 @@
 //! `<run dir>/locks.ledger`, so mutual exclusion can be checked from outside.
 
 use super::{Registry, TaskCall, TaskError, TaskResult};
-use crate::run::RunContext;
+use crate::runstate::RunContext;
 use runq_common::nodb::loglevel::{DEBUG, INFO};
 use serde_json::{json, Value};
 use std::io::Write;

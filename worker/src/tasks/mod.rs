@@ -1,21 +1,28 @@
 //! Task handlers: the [`Task`] trait, the [`Registry`] of native handlers by name, and
-//! the values a handler receives and returns. [`table`] resolves a job's function name
-//! to its handler and run-state spec.
+//! the values a handler receives ([`TaskCall`]) and returns ([`TaskOutput`]).
+//! [`table`] resolves a job's function name to its handler and run-state spec. Handler
+//! kinds: [`builtin`] and [`demo`] native tasks, [`exec`] (a command per job) and
+//! [`python`] (the preloaded Python task host); both process kinds share
+//! [`process_group`].
 
 pub mod builtin;
 pub mod demo;
 pub mod exec;
+pub mod process_group;
+pub mod python;
 pub mod table;
 
+use crate::job::Job;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
-use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::run::RunContext;
+pub use crate::error::TaskError;
+pub use crate::runstate::RunContext;
 pub use runq_common::SerializerKind;
 
 /// What a handler gets for one job.
@@ -23,18 +30,25 @@ pub use runq_common::SerializerKind;
 pub struct TaskCall {
     pub job_id: String,
     pub func_name: String,
+    /// The decoded arguments. For handlers that take the payload as stored
+    /// ([`TaskInput::Stored`]) values runq cannot represent are `null` here.
     pub args: Vec<Value>,
     pub kwargs: Map<String, Value>,
     /// Cancelled when the job is stopped, times out or the worker shuts down cold.
-    /// Handlers are also dropped at that point; the token serves cooperative cleanup.
+    /// A handler with a [`Task::wind_down`] gets that long to end on its own afterwards;
+    /// others are dropped at once.
     pub cancel: CancellationToken,
-    /// The job's payload as stored (inflated), for handlers that pass it on untouched.
+    /// The job's payload as stored (inflated), for [`TaskInput::Stored`] handlers.
     pub payload: Arc<[u8]>,
     /// The serializer the payload was written with; results are stored with it.
     pub serializer: SerializerKind,
+    /// The job's timeout in seconds (`None`: no limit).
+    pub timeout_secs: Option<u64>,
     /// The run this job works on (runid, held NoDb locks, status lines, documents),
     /// when its task names a runid argument.
     pub run: Option<Arc<RunContext>>,
+    /// The claimed job itself (hash, worker name, start time).
+    pub job: Arc<Job>,
 }
 
 impl TaskCall {
@@ -44,38 +58,12 @@ impl TaskCall {
     }
 }
 
-/// A handler failure; recorded as `<kind>: <message>` in the job's failure result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskError {
-    pub kind: String,
-    pub message: String,
-}
-
-impl TaskError {
-    pub fn new(kind: &str, message: impl Into<String>) -> Self {
-        TaskError {
-            kind: kind.to_string(),
-            message: message.into(),
-        }
-    }
-    /// A bad argument, named like Python's `TypeError`.
-    pub fn bad_argument(message: impl Into<String>) -> Self {
-        TaskError::new("TypeError", message)
-    }
-}
-
-impl fmt::Display for TaskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.kind, self.message)
-    }
-}
-
 /// What a handler returns.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TaskOutput {
     /// A value; the worker serializes it with the job's serializer (None is omitted).
     Value(Value),
-    /// Bytes already serialized with the job's serializer (an exec child's pickle).
+    /// Bytes already serialized with the job's serializer (a child's pickle).
     Serialized(Vec<u8>),
 }
 
@@ -88,9 +76,35 @@ impl From<Value> for TaskOutput {
 pub type TaskResult = Result<TaskOutput, TaskError>;
 pub type TaskFuture = Pin<Box<dyn Future<Output = TaskResult> + Send>>;
 
-/// A native task handler.
+/// How a handler takes its arguments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskInput {
+    /// Decoded by runq (a payload runq cannot represent fails the job before it runs).
+    Decoded,
+    /// The payload as stored, decoded by the handler's own (Python) serializer.
+    Stored,
+}
+
+/// A task handler.
 pub trait Task: Send + Sync {
     fn run(&self, call: TaskCall) -> TaskFuture;
+
+    fn input(&self) -> TaskInput {
+        TaskInput::Decoded
+    }
+
+    /// How long the handler may take, after its job was cancelled, to end on its own
+    /// (process handlers kill and reap their process group in that time). Zero: the
+    /// handler is dropped at once.
+    fn wind_down(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Time past the job's timeout the handler gets to report the timeout itself (the
+    /// Python host raises RQ's JobTimeoutException inside the job) before runq cuts it off.
+    fn timeout_grace(&self) -> Duration {
+        Duration::ZERO
+    }
 }
 
 impl<F, Fut> Task for F
@@ -103,7 +117,7 @@ where
     }
 }
 
-/// Handlers by function name.
+/// Native handlers by function name.
 #[derive(Clone, Default)]
 pub struct Registry {
     tasks: HashMap<String, Arc<dyn Task>>,

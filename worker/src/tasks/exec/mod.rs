@@ -17,20 +17,21 @@
 //! - Exit 0 is success. Any other exit, or death by a signal, fails the job with
 //!   `ExecFailed: <argv0> exited with status N: <last stderr line>` (after a Python
 //!   traceback, its exception line), then the stderr tail on the following lines.
-//! - Timeout, stop-job, a lost lock and cold shutdown drop the handler: the child's
-//!   whole process group gets SIGTERM, then SIGKILL 2 s later ([`child`]).
+//! - Timeout, stop-job, a lost lock and cold shutdown cancel the handler: the child's
+//!   whole process group gets SIGTERM, then SIGKILL once the leader exited or 2 s
+//!   later, and the handler returns only once the leader is reaped ([`child`]), so a
+//!   job's NoDb locks are released only after its processes are gone.
 //!
 //! `contrib/python/runq/runner.py` is the Python side of both modes.
 
 pub mod child;
 pub mod protocol;
 
-pub use child::{children_gone, kill_lingering};
-
-use super::{Task, TaskCall, TaskError, TaskFuture, TaskResult};
+use super::{Task, TaskCall, TaskError, TaskFuture, TaskInput, TaskResult};
 use child::ChildError;
 use runq_common::taskspec::{ExecMode, Handler, TaskSpec};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Runs a job by spawning the task's command.
 pub struct ExecTask {
@@ -54,6 +55,17 @@ impl Task for ExecTask {
     fn run(&self, call: TaskCall) -> TaskFuture {
         Box::pin(run_job(self.command.clone(), self.mode, call))
     }
+
+    fn input(&self) -> TaskInput {
+        match self.mode {
+            ExecMode::Json => TaskInput::Decoded,
+            ExecMode::Raw => TaskInput::Stored,
+        }
+    }
+
+    fn wind_down(&self) -> Duration {
+        child::KILL_GRACE + Duration::from_secs(3)
+    }
 }
 
 async fn run_job(command: Arc<[String]>, mode: ExecMode, call: TaskCall) -> TaskResult {
@@ -62,7 +74,7 @@ async fn run_job(command: Arc<[String]>, mode: ExecMode, call: TaskCall) -> Task
     let result_file = dir.result_file();
     let input = protocol::input(mode, &call)?;
     let env = protocol::env(mode, &call, &result_file);
-    let finished = child::run(&call.job_id, &command, env, input, &call.cancel)
+    let finished = child::run(&command, env, input, &call.cancel)
         .await
         .map_err(|e| match e {
             ChildError::Spawn { .. } => TaskError::new("ExecSpawnFailed", e.to_string()),

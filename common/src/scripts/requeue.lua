@@ -2,19 +2,19 @@
 -- registry of its origin; it goes back onto its queue with status queued.
 -- ARGV: prefix, now_text, id*
 -- Returns one entry per id: 'queued:<origin>' or an error text.
-local now = ARGV[2]
+local now_text = ARGV[2]
 local out = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local jk = k_job(id)
+  local jk = K.job(id)
   local origin = redis.call('HGET', jk, 'origin')
   if not origin then
     out[#out + 1] = 'no such job'
-  elseif redis.call('ZREM', P .. ':failed:' .. origin, id) == 0 then
+  elseif redis.call('ZREM', K.failed(origin), id) == 0 then
     out[#out + 1] = 'not in the failed registry of queue ' .. origin .. ' (status ' .. (redis.call('HGET', jk, 'status') or '?') .. ')'
   else
     redis.call('HSET', jk, 'started_at', '', 'ended_at', '')
-    push_queued(id, origin, now, false)
+    push_queued(id, origin, now_text, false)
     out[#out + 1] = 'queued:' .. origin
   end
 end

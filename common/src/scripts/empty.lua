@@ -1,9 +1,9 @@
 -- Empty a queue (RQ's Queue.empty()): delete every waiting job and the list.
 -- ARGV: prefix, queue. Returns the number of jobs removed.
-local qk = k_queue(ARGV[2])
+local qk = K.queue(ARGV[2])
 local ids = redis.call('LRANGE', qk, 0, -1)
 for _, id in ipairs(ids) do
-  redis.call('DEL', k_job(id), k_dependents(id), k_dependencies(id))
+  redis.call('DEL', K.job(id), K.dependents(id), K.dependencies(id))
 end
 redis.call('DEL', qk)
 return #ids

@@ -1,53 +1,31 @@
 //! [`RunContext`]: what a task running on a WEPPcloud run can do — publish status lines
 //! on its channel, log at the run's level, read its NoDb documents and write the ones
 //! whose locks it holds (fenced: a lost lock refuses the write), and hand its lock
-//! tokens to a child process.
+//! tokens to a child process. [`RunState`](super::RunState) opens and closes it.
 
 use super::fence::Fence;
-use super::keeper::{HeldLock, LockKeeper};
-
-use crate::tasks::TaskError;
+use super::locks::LockSet;
+use super::services::{bounded, RunServices};
+use crate::error::TaskError;
 use runq_common::connect::SharedConnection;
-use runq_common::nodb::document::{cache_payload, DocumentStore};
+use runq_common::nodb::document::{cache_payload, DocError, DocumentStore, Signature};
 use runq_common::nodb::lock::{self, TokenCheck};
-use runq_common::nodb::{status, NODB_CACHE_TTL};
+use runq_common::nodb::{document, prep, rundir, status};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// What every run context of a process shares.
-pub struct RunServices {
-    /// DB 0: locks and the run hash.
-    pub lock_db: SharedConnection,
-    /// DB 2: status pub/sub.
-    pub status_db: SharedConnection,
-    /// DB 13: the NoDb JSON cache.
-    pub cache_db: SharedConnection,
-    /// DB 15: per-run log levels.
-    pub loglevel_db: SharedConnection,
-    pub keeper: LockKeeper,
-    pub documents: DocumentStore,
-    pub runs_dir: Option<PathBuf>,
-}
-
 /// One job's view of its run.
 pub struct RunContext {
-    pub(super) services: Arc<RunServices>,
-    pub(super) job_id: String,
-    pub(super) func: String,
-    pub(super) runid: String,
-    pub(super) channel: Option<String>,
-    pub(super) wd: Result<PathBuf, String>,
-    pub(super) level: u8,
-    /// The place in this process's line for the task's first lock (see `take_locks`).
-    pub(super) places: std::sync::Mutex<Vec<super::turns::Place>>,
-    /// The job's enqueue time in µs: its order in this process's lock lines.
-    pub(super) ticket: i64,
-    pub(super) fence: Arc<Fence>,
-    pub(super) held: std::sync::Mutex<Vec<HeldLock>>,
-    /// Leases being acquired: released by token at the end even if the acquire was cut
-    /// off after Redis took the lock.
-    pub(super) pending: std::sync::Mutex<Vec<runq_common::nodb::lock::Lease>>,
+    services: Arc<RunServices>,
+    job_id: String,
+    func: String,
+    runid: String,
+    channel: Option<String>,
+    wd: Result<PathBuf, String>,
+    level: u8,
+    fence: Arc<Fence>,
+    locks: LockSet,
 }
 
 impl std::fmt::Debug for RunContext {
@@ -60,13 +38,57 @@ impl std::fmt::Debug for RunContext {
     }
 }
 
+/// Everything a run context is made of, gathered by [`RunState::open`](super::RunState::open).
+pub(super) struct Parts {
+    pub services: Arc<RunServices>,
+    pub job_id: String,
+    pub func: String,
+    pub runid: String,
+    pub channel: Option<String>,
+    pub wd: Result<PathBuf, String>,
+    pub level: u8,
+    pub fence: Arc<Fence>,
+    pub locks: LockSet,
+}
+
 impl RunContext {
+    pub(super) fn new(p: Parts) -> RunContext {
+        RunContext {
+            services: p.services,
+            job_id: p.job_id,
+            func: p.func,
+            runid: p.runid,
+            channel: p.channel,
+            wd: p.wd,
+            level: p.level,
+            fence: p.fence,
+            locks: p.locks,
+        }
+    }
+
+    pub(super) fn services(&self) -> &Arc<RunServices> {
+        &self.services
+    }
+
+    pub(super) fn locks(&self) -> &LockSet {
+        &self.locks
+    }
+
+    pub(super) fn fence(&self) -> &Arc<Fence> {
+        &self.fence
+    }
+
     pub fn runid(&self) -> &str {
         &self.runid
     }
 
     pub fn job_id(&self) -> &str {
         &self.job_id
+    }
+
+    /// The short function name used in status lines.
+    pub fn func(&self) -> &str {
+        &self.func
     }
 
     /// The run directory, or why there is none (no `runs_dir`, composite runid).
@@ -121,10 +143,14 @@ impl RunContext {
     /// Reads a run document (None when it does not exist yet). Every task of the process
     /// shares one instance per file.
     pub async fn read_document(&self, relpath: &str) -> Result<Option<Value>, TaskError> {
-        let doc = self.services.documents.get(&self.document_path(relpath)?);
+        let doc = self.documents().get(&self.document_path(relpath)?);
         doc.read()
             .await
             .map_err(|e| TaskError::new("NoDbReadError", e.to_string()))
+    }
+
+    fn documents(&self) -> &DocumentStore {
+        &self.services.documents
     }
 
     /// Writes a run document. Refused unless this job holds the document's lock and the
@@ -132,13 +158,7 @@ impl RunContext {
     /// the file changed since it was read. Then refreshes the DB 13 cache and the run
     /// hash's `last_modified`.
     pub async fn write_document(&self, relpath: &str, value: &Value) -> Result<(), TaskError> {
-        let lease = {
-            let held = self.held.lock().expect("held locks");
-            held.iter()
-                .find(|h| h.lease.relpath == relpath)
-                .map(|h| h.lease.clone())
-        };
-        let Some(lease) = lease else {
+        let Some(lease) = self.locks.lease_for(relpath) else {
             return Err(TaskError::new(
                 "NoDbLockNotHeld",
                 format!(
@@ -148,7 +168,7 @@ impl RunContext {
             ));
         };
         let path = self.document_path(relpath)?;
-        let doc = self.services.documents.get(&path);
+        let doc = self.documents().get(&path);
         let fence = self.fence.clone();
         let lock_db = self.services.lock_db.clone();
         let signature = doc
@@ -156,7 +176,7 @@ impl RunContext {
                 if let Some(why) = fence.lost() {
                     return Err(why);
                 }
-                let checked = super::bounded(async {
+                let checked = bounded(async {
                     let mut conn = lock_db.get().await.map_err(|e| e.to_string())?;
                     lock::check(&mut conn, &lease)
                         .await
@@ -178,13 +198,13 @@ impl RunContext {
             .await
             .map_err(|e| {
                 let kind = match &e {
-                    runq_common::nodb::document::DocError::Fenced { .. } => "NoDbLockLost",
-                    runq_common::nodb::document::DocError::Stale { .. } => "NoDbStaleWriteError",
+                    DocError::Fenced { .. } => "NoDbLockLost",
+                    DocError::Stale { .. } => "NoDbStaleWriteError",
                     _ => "NoDbWriteError",
                 };
                 TaskError::new(kind, e.to_string())
             })?;
-        if super::bounded(self.after_write(doc.path(), value, signature))
+        if bounded(self.after_write(doc.path(), value, signature))
             .await
             .is_none()
         {
@@ -194,58 +214,31 @@ impl RunContext {
     }
 
     /// Best effort, as wepppy: a cache or `last_modified` failure never fails the write.
-    async fn after_write(
-        &self,
-        path: &Path,
-        value: &Value,
-        signature: runq_common::nodb::document::Signature,
-    ) {
+    async fn after_write(&self, path: &Path, value: &Value, signature: Signature) {
         if let Ok(mut conn) = self.services.cache_db.get().await {
-            let r: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(path.to_string_lossy().as_ref())
-                .arg(cache_payload(value, signature))
-                .arg("EX")
-                .arg(NODB_CACHE_TTL)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = r {
+            let payload = cache_payload(value, signature);
+            if let Err(e) = document::cache_set(&mut conn, path, &payload).await {
                 tracing::warn!(error = %e, path = %path.display(), "could not refresh the NoDb cache");
             }
         }
         if let Ok(mut conn) = self.services.lock_db.get().await {
-            let r: redis::RedisResult<()> = redis::cmd("HSET")
-                .arg(runq_common::nodb::rundir::prep_key(&self.runid))
-                .arg("last_modified")
-                .arg(signature.mtime_secs().round() as i64)
-                .query_async(&mut conn)
-                .await;
-            if let Err(e) = r {
+            let key = rundir::prep_key(&self.runid);
+            let mtime = signature.mtime_secs().round() as i64;
+            if let Err(e) = prep::set_last_modified(&mut conn, key, mtime).await {
                 tracing::warn!(error = %e, runid = %self.runid, "could not stamp last_modified");
             }
         }
     }
 
-    /// Environment for a child process: `RUNQ_JOB_ID`, `RUNQ_RUNID`, and
-    /// `RUNQ_LOCK_TOKENS` (a JSON object relpath → {key, token}).
+    /// Environment for a child process: `RUNQ_JOB_ID`, `RUNQ_RUNID`, `RUNQ_LOCK_TOKENS`
+    /// (a JSON object relpath → {key, token}) and `RUNQ_RUN_DIR`.
     pub fn child_env(&self) -> Vec<(String, String)> {
-        let tokens: serde_json::Map<String, Value> = self
-            .held
-            .lock()
-            .expect("held locks")
-            .iter()
-            .map(|h| {
-                (
-                    h.lease.relpath.clone(),
-                    serde_json::json!({"key": h.lease.key, "token": h.lease.token}),
-                )
-            })
-            .collect();
         let mut env = vec![
             ("RUNQ_JOB_ID".to_string(), self.job_id.clone()),
             ("RUNQ_RUNID".to_string(), self.runid.clone()),
             (
                 "RUNQ_LOCK_TOKENS".to_string(),
-                Value::Object(tokens).to_string(),
+                self.locks.tokens().to_string(),
             ),
         ];
         if let Ok(wd) = &self.wd {
@@ -253,31 +246,23 @@ impl RunContext {
         }
         env
     }
-
-    /// The short function name used in status lines.
-    pub fn func(&self) -> &str {
-        &self.func
-    }
 }
 
 /// Publishes, logging (not failing) when Redis refuses.
-pub(super) async fn publish_on(db: &SharedConnection, channel: &str, line: &str) {
-    if super::bounded(publish_now(db, channel, line))
-        .await
-        .is_none()
-    {
-        tracing::warn!(channel, "publishing a status line timed out");
-    }
-}
-
-async fn publish_now(db: &SharedConnection, channel: &str, line: &str) {
-    match db.get().await {
-        Ok(mut conn) => {
-            if let Err(e) = status::publish(&mut conn, channel, line).await {
-                db.reset().await;
-                tracing::warn!(error = %e, channel, "could not publish a status line");
+async fn publish_on(db: &SharedConnection, channel: &str, line: &str) {
+    let sent = bounded(async {
+        match db.get().await {
+            Ok(mut conn) => {
+                if let Err(e) = status::publish(&mut conn, channel, line).await {
+                    db.reset().await;
+                    tracing::warn!(error = %e, channel, "could not publish a status line");
+                }
             }
+            Err(e) => tracing::warn!(error = %e, channel, "could not publish a status line"),
         }
-        Err(e) => tracing::warn!(error = %e, channel, "could not publish a status line"),
+    })
+    .await;
+    if sent.is_none() {
+        tracing::warn!(channel, "publishing a status line timed out");
     }
 }

@@ -1,9 +1,9 @@
 -- Cancel a job that has not started (RQ's job.cancel()): status canceled, out of its
--- queue or waiting registry, into rq:canceled:<origin>.
--- ARGV: prefix, now_secs, id
+-- queue or waiting registry, into rq:canceled:<origin> (scored on Redis's clock).
+-- ARGV: prefix, id
 -- Returns the previous status, or an error.
-local now_secs, id = tonumber(ARGV[2]), ARGV[3]
-local jk = k_job(id)
+local id = ARGV[2]
+local jk = K.job(id)
 local f = redis.call('HMGET', jk, 'status', 'origin')
 local st, origin = f[1], f[2]
 if not st then return redis.error_reply('ERR no such job: ' .. id) end
@@ -13,9 +13,9 @@ if st == 'finished' or st == 'failed' or st == 'stopped' then
   return redis.error_reply('ERR job ' .. id .. ' already ended (' .. st .. ')')
 end
 origin = origin or 'default'
-redis.call('LREM', k_queue(origin), 1, id)
-redis.call('ZREM', P .. ':deferred:' .. origin, id)
-redis.call('ZREM', P .. ':scheduled:' .. origin, id)
+redis.call('LREM', K.queue(origin), 1, id)
+redis.call('ZREM', K.deferred(origin), id)
+redis.call('ZREM', K.scheduled(origin), id)
 redis.call('HSET', jk, 'status', 'canceled')
-redis.call('ZADD', P .. ':canceled:' .. origin, now_secs, id)
+redis.call('ZADD', K.canceled(origin), math.floor(server_now()), id)
 return st

@@ -2,19 +2,19 @@
 //! the job's document writes and cancels the job at once; its reason becomes the job's
 //! failure text.
 
-use crate::slots::{Running, StopReason};
-use std::sync::Mutex;
+use crate::job::{Job, StopReason};
+use std::sync::{Arc, Mutex};
 
 pub struct Fence {
     lost: Mutex<Option<String>>,
-    running: Running,
+    job: Arc<Job>,
 }
 
 impl Fence {
-    pub fn new(running: Running) -> Fence {
+    pub fn new(job: Arc<Job>) -> Fence {
         Fence {
             lost: Mutex::new(None),
-            running,
+            job,
         }
     }
 
@@ -25,7 +25,7 @@ impl Fence {
             *lost = Some(why);
         }
         drop(lost);
-        self.running.stop(StopReason::LockLost);
+        self.job.stop(StopReason::LockLost);
     }
 
     /// Why the fence tripped, if it did.

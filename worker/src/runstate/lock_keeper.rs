@@ -8,6 +8,8 @@
 use super::fence::Fence;
 use super::turns::{Place, Turn, Turns};
 use crate::metrics::Metrics;
+use crate::service::Service;
+use crate::shutdown::Shutdown;
 use runq_common::connect::SharedConnection;
 use runq_common::nodb::lock::{self, Lease, LockError, TokenCheck};
 use std::collections::HashMap;
@@ -15,7 +17,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// How often the keeper looks at its leases while it holds any.
 const TICK: Duration = Duration::from_millis(100);
@@ -159,7 +160,7 @@ impl LockKeeper {
             .lock()
             .expect("held locks")
             .retain(|e| e.id != held.id);
-        let released = super::bounded(async {
+        let released = super::services::bounded(async {
             let mut conn = self.conn.get().await.map_err(|e| e.to_string())?;
             lock::release(&mut conn, &held.lease)
                 .await
@@ -171,24 +172,6 @@ impl LockKeeper {
             self.reset().await;
         }
         released
-    }
-
-    /// Renews until `stop` is cancelled.
-    pub async fn run(self, stop: CancellationToken) {
-        loop {
-            let idle = self.inner.held.lock().expect("held locks").is_empty();
-            if idle {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    _ = self.inner.wake.notified() => continue,
-                }
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(TICK) => {}
-            }
-            self.tick().await;
-        }
     }
 
     /// Renews the leases that are due, then trips the fences of any lease that could not
@@ -318,6 +301,27 @@ impl LockKeeper {
             );
             tracing::warn!(lock = %key, "{why}");
             fence.trip(why);
+        }
+    }
+}
+
+impl Service for LockKeeper {
+    const NAME: &'static str = "lock keeper";
+
+    /// Renews until the process exits.
+    async fn run(self, shutdown: Shutdown) {
+        loop {
+            let idle = self.inner.held.lock().expect("held locks").is_empty();
+            if idle {
+                tokio::select! {
+                    _ = shutdown.exiting() => return,
+                    _ = self.inner.wake.notified() => continue,
+                }
+            }
+            if !shutdown.sleep(TICK).await {
+                return;
+            }
+            self.tick().await;
         }
     }
 }

@@ -1,0 +1,155 @@
+//! Claiming jobs for idle slots ([`claim.lua`](claim.lua)): pops ids by queue priority
+//! and records each as started for one slot, all in one atomic step. Entries that cannot
+//! run (no job hash, a key of the wrong type, an id or origin that is not text) are failed
+//! or dropped inside the script and reported, so one bad entry never touches another job.
+
+use super::{script, unexpected};
+use crate::job::JobHash;
+use crate::keys::Keys;
+use crate::results::encode_exc_string;
+use crate::timefmt::Stamp;
+use redis::aio::ConnectionLike;
+use redis::Value;
+
+/// One claim round: the queues in priority order with the capacity left in each
+/// (`None` = unlimited), and the slots that want a job.
+pub struct ClaimRequest<'a> {
+    pub now: &'a Stamp,
+    /// Seconds a started job stays in the started registry without a heartbeat.
+    pub lease_secs: u64,
+    /// Failure TTL for jobs refused inside the script that carry none.
+    pub default_failure_ttl: i64,
+    pub queues: &'a [(String, Option<usize>)],
+    /// `(worker name, execution id)` per idle slot, in the order slots get jobs.
+    pub slots: &'a [(&'a str, &'a str)],
+}
+
+/// A job recorded as started for `slots[slot]`.
+#[derive(Debug)]
+pub struct ClaimedJob {
+    /// Index into [`ClaimRequest::slots`].
+    pub slot: usize,
+    pub id: String,
+    pub origin: String,
+    /// The queue list it was popped from.
+    pub queue: String,
+    pub hash: JobHash,
+}
+
+/// What happened to one popped entry.
+#[derive(Debug)]
+pub enum ClaimEntry {
+    Claimed(ClaimedJob),
+    /// Popped from `queue` but not runnable; failed (when it had a job hash) or dropped.
+    Refused {
+        queue: String,
+        id: String,
+        reason: String,
+    },
+    /// `queue`'s key is not a list; the queue was skipped this round.
+    BrokenQueue {
+        queue: String,
+        error: String,
+    },
+}
+
+/// The answer of one claim round.
+#[derive(Debug)]
+pub enum ClaimReply {
+    /// `rq:suspended` is set: nothing was popped.
+    Suspended,
+    Entries(Vec<ClaimEntry>),
+}
+
+/// Runs one claim round.
+pub async fn claim<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    req: &ClaimRequest<'_>,
+) -> redis::RedisResult<ClaimReply> {
+    let mut inv = script!("claim.lua").prepare_invoke();
+    inv.arg(keys.prefix())
+        .arg(&req.now.text)
+        .arg(&req.now.epoch_text)
+        .arg(req.lease_secs)
+        .arg(req.default_failure_ttl)
+        .arg(encode_exc_string(
+            "InvalidJob: the job id is not UTF-8 text (or is longer than 512 bytes)",
+        ))
+        .arg(encode_exc_string(
+            "InvalidJob: field `origin` is not UTF-8 text (or is longer than 512 bytes)",
+        ))
+        .arg(req.queues.len());
+    for (q, capacity) in req.queues {
+        inv.arg(q).arg(capacity.map_or(-1, |c| c as i64));
+    }
+    inv.arg(req.slots.len());
+    for (worker, exec_id) in req.slots {
+        inv.arg(*worker).arg(*exec_id);
+    }
+    let reply: Value = inv.invoke_async(conn).await?;
+    parse(reply, req.slots.len())
+}
+
+fn parse(reply: Value, slots: usize) -> redis::RedisResult<ClaimReply> {
+    let bad = |d: &str| unexpected("claim", d);
+    let Value::Array(items) = reply else {
+        return Err(bad("not an array"));
+    };
+    let mut items = items.into_iter();
+    match items.next().map(text).as_deref() {
+        Some("suspended") => return Ok(ClaimReply::Suspended),
+        Some("ok") => {}
+        other => return Err(bad(&format!("status {other:?}"))),
+    }
+    let mut entries = Vec::new();
+    for item in items {
+        let Value::Array(parts) = item else {
+            return Err(bad("entry is not an array"));
+        };
+        let mut parts = parts.into_iter();
+        let tag = parts.next().map(text).unwrap_or_default();
+        let mut next_text = || parts.next().map(text).unwrap_or_default();
+        entries.push(match tag.as_str() {
+            "job" => {
+                let slot: usize = next_text().parse().map_err(|_| bad("slot index"))?;
+                if slot == 0 || slot > slots {
+                    return Err(bad("slot index out of range"));
+                }
+                let (id, origin, queue) = (next_text(), next_text(), next_text());
+                let flat: Vec<Vec<u8>> = match parts.next() {
+                    Some(v) => redis::from_redis_value(v)?,
+                    None => return Err(bad("missing job hash")),
+                };
+                ClaimEntry::Claimed(ClaimedJob {
+                    slot: slot - 1,
+                    hash: JobHash::from_flat(id.clone(), flat),
+                    id,
+                    origin,
+                    queue,
+                })
+            }
+            "refused" => ClaimEntry::Refused {
+                queue: next_text(),
+                id: next_text(),
+                reason: next_text(),
+            },
+            "broken" => ClaimEntry::BrokenQueue {
+                queue: next_text(),
+                error: next_text(),
+            },
+            other => return Err(bad(&format!("entry tag {other:?}"))),
+        });
+    }
+    Ok(ClaimReply::Entries(entries))
+}
+
+/// A reply element as text (lossy: ids the script refused may be any bytes).
+fn text(v: Value) -> String {
+    match v {
+        Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        Value::SimpleString(s) => s,
+        Value::Int(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}

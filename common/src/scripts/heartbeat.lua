@@ -1,0 +1,44 @@
+-- One batched heartbeat for every slot of a process (common/src/scripts/heartbeat.rs is
+-- its typed boundary). Deadlines come from Redis's clock: now + lease.
+-- ARGV: prefix, now_text, now_epoch, lease_secs, nw, worker_name*nw,
+--       nj, (id, exec_id, origin)*nj
+-- Returns {missing_workers, lost_executions}: worker keys that no longer exist (to
+-- register again) and executions whose started-registry entry is gone (to cancel:
+-- someone else now owns the job).
+local now_text, now_epoch, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now = server_now()
+local deadline = now + lease
+redis.call('SET', K.clock(), now)
+local nw = tonumber(ARGV[5])
+local missing, lost = {}, {}
+for i = 1, nw do
+  local w = ARGV[5 + i]
+  local wk = K.worker(w)
+  if redis.call('EXISTS', wk) == 1 then
+    redis.call('HSET', wk, 'last_heartbeat', now_text)
+    redis.call('EXPIRE', wk, lease)
+    redis.call('EXPIRE', K.worker_executions(w), lease + 60)
+  else
+    missing[#missing + 1] = w
+  end
+end
+local base = 6 + nw
+local nj = tonumber(ARGV[base])
+for i = 1, nj do
+  local id, ex, origin = ARGV[base + 3 * i - 2], ARGV[base + 3 * i - 1], ARGV[base + 3 * i]
+  local wip = K.started(origin)
+  local m = member(id, ex)
+  if redis.call('ZADD', wip, 'XX', 'CH', deadline, m) == 1 or redis.call('ZSCORE', wip, m) then
+    if redis.call('EXISTS', K.job(id)) == 1 then
+      redis.call('HSET', K.job(id), 'last_heartbeat', now_text)
+    end
+    local exk = K.execution(id, ex)
+    redis.call('HSET', exk, 'last_heartbeat', now_epoch)
+    redis.call('EXPIRE', exk, lease)
+    redis.call('ZADD', K.executions(id), deadline + 60, ex)
+    redis.call('EXPIRE', K.executions(id), lease + 60)
+  else
+    lost[#lost + 1] = m
+  end
+end
+return {missing, lost}

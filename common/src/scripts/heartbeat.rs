@@ -1,0 +1,54 @@
+//! The batched heartbeat ([`heartbeat.lua`](heartbeat.lua)): one call refreshes every
+//! slot's worker key and every running execution's started-registry deadline (Redis's
+//! clock + the lease), and says which worker keys vanished and which executions are no
+//! longer ours.
+
+use super::script;
+use crate::keys::Keys;
+use crate::timefmt::Stamp;
+use redis::aio::ConnectionLike;
+
+/// A running execution, as the heartbeat refreshes it.
+pub struct Beating<'a> {
+    pub id: &'a str,
+    pub exec_id: &'a str,
+    pub origin: &'a str,
+}
+
+/// What one beat found.
+#[derive(Debug, Default)]
+pub struct BeatReply {
+    /// Worker names whose key no longer exists (to register again).
+    pub missing_workers: Vec<String>,
+    /// Members (`id:exec_id`) whose started-registry entry is gone.
+    pub lost: Vec<String>,
+}
+
+/// Beats once for `workers` and `running`.
+pub async fn beat<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    now: &Stamp,
+    lease_secs: u64,
+    workers: &[String],
+    running: &[Beating<'_>],
+) -> redis::RedisResult<BeatReply> {
+    let mut inv = script!("heartbeat.lua").prepare_invoke();
+    inv.arg(keys.prefix())
+        .arg(&now.text)
+        .arg(&now.epoch_text)
+        .arg(lease_secs)
+        .arg(workers.len());
+    for w in workers {
+        inv.arg(w);
+    }
+    inv.arg(running.len());
+    for r in running {
+        inv.arg(r.id).arg(r.exec_id).arg(r.origin);
+    }
+    let (missing_workers, lost) = inv.invoke_async(conn).await?;
+    Ok(BeatReply {
+        missing_workers,
+        lost,
+    })
+}

@@ -1,0 +1,101 @@
+-- One maintenance pass over one queue, atomic (common/src/scripts/maintenance.rs is its
+-- typed boundary): trims expired finished/failed entries, recovers abandoned jobs
+-- (started-registry deadline passed on Redis's clock: the owning process died), clears
+-- stale intermediate-list entries left by Python workers and drops dead worker records.
+-- Skips the queue while Python RQ's own cleanup holds rq:clean_registries:<q>.
+-- After a stall (no runq process beat for longer than `stall_gap`: Redis was paused or
+-- unreachable for everyone), recovery waits one `lease` so live workers can beat first.
+-- ARGV: prefix, now_text, queue, policy (fail|requeue), default_failure_ttl,
+--       abandoned_exc_b64, stuck_exc_b64, lease_secs, stall_gap_secs
+-- Returns {abandoned_failed, abandoned_requeued, abandoned_retried, intermediate_cleared,
+-- dead_workers, deferred_by_stall} or {'busy'}.
+local now_text, q = ARGV[2], ARGV[3]
+local policy, default_ft = ARGV[4], tonumber(ARGV[5])
+local abandoned_exc, stuck_exc = ARGV[6], ARGV[7]
+local lease, stall_gap = tonumber(ARGV[8]), tonumber(ARGV[9])
+if redis.call('EXISTS', K.clean_registries(q)) == 1 then return {'busy'} end
+local now = server_now()
+local last = tonumber(redis.call('GET', K.clock()) or '')
+redis.call('SET', K.clock(), now)
+local stall_until = tonumber(redis.call('GET', K.stall()) or '') or 0
+if last and now - last > stall_gap then
+  stall_until = now + lease
+  redis.call('SET', K.stall(), stall_until, 'EX', math.ceil(lease) + 1)
+end
+redis.call('ZREMRANGEBYSCORE', K.finished(q), 0, math.floor(now))
+redis.call('ZREMRANGEBYSCORE', K.failed(q), 0, math.floor(now))
+
+local function fail(id, exc)
+  fail_job(id, q, 'failed', now_text, now, default_ft, {'worker_name', '', 'exc_string', exc})
+end
+
+-- Retry (per retries_left/retry_intervals), requeue or fail one abandoned job.
+local function recover(id, exc)
+  if retry_job(id, q, now_text, now) then return 'retried' end
+  if policy == 'requeue' then
+    push_queued(id, q, now_text, true)
+    return 'requeued'
+  end
+  fail(id, exc)
+  return 'failed'
+end
+
+local failed, requeued, retried, stuck, dead, deferred = 0, 0, 0, 0, 0, 0
+local wip = K.started(q)
+local expired = redis.call('ZRANGEBYSCORE', wip, '-inf', '(' .. now)
+if now < stall_until then
+  deferred = #expired
+  expired = {}
+end
+for _, m in ipairs(expired) do
+  redis.call('ZREM', wip, m)
+  local id, ex = split_member(m)
+  if ex then
+    local exk = K.execution(id, ex)
+    local w = redis.call('HGET', exk, 'worker_name')
+    if w then redis.call('SREM', K.worker_executions(w), m) end
+    redis.call('DEL', exk)
+    redis.call('ZREM', K.executions(id), ex)
+  end
+  if redis.call('HGET', K.job(id), 'status') == 'started' then
+    local r = recover(id, abandoned_exc)
+    if r == 'failed' then failed = failed + 1 elseif r == 'requeued' then requeued = requeued + 1 else retried = retried + 1 end
+  end
+end
+
+-- Ids left in the intermediate list by a Python worker that died between LMOVE and start.
+local ikey = K.intermediate(q)
+local ids = redis.call('LRANGE', ikey, 0, -1)
+if #ids > 0 then
+  local running = {}
+  for _, m in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
+    running[(split_member(m))] = true
+  end
+  for _, id in ipairs(ids) do
+    if not running[id] then
+      if redis.call('EXISTS', K.job(id)) == 0 then
+        redis.call('LREM', ikey, 1, id)
+      else
+        local fk = K.first_seen(q, id)
+        local seen = tonumber(redis.call('GET', fk) or '')
+        if not seen then
+          redis.call('SET', fk, now, 'EX', 86400)
+        elseif now - seen > 60 then
+          fail(id, stuck_exc)
+          redis.call('LREM', ikey, 1, id)
+          redis.call('DEL', fk)
+          stuck = stuck + 1
+        end
+      end
+    end
+  end
+end
+
+for _, wk in ipairs(redis.call('SMEMBERS', K.queue_workers(q))) do
+  if redis.call('EXISTS', wk) == 0 then
+    redis.call('SREM', K.queue_workers(q), wk)
+    redis.call('SREM', K.workers(), wk)
+    dead = dead + 1
+  end
+end
+return {failed, requeued, retried, stuck, dead, deferred}

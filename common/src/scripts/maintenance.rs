@@ -1,0 +1,91 @@
+//! One maintenance pass over one queue ([`maintenance.lua`](maintenance.lua)):
+//! abandoned jobs (deadline passed on Redis's clock) failed, retried or requeued; expired
+//! registry entries trimmed; stale intermediate-list entries failed; dead worker records
+//! dropped. After a Redis stall, recovery waits one lease for live workers to beat.
+
+use super::{script, unexpected};
+use crate::config::InterruptedJobPolicy;
+use crate::keys::Keys;
+use crate::results::encode_exc_string;
+use crate::timefmt::Stamp;
+use redis::aio::ConnectionLike;
+
+/// The settings of one pass.
+pub struct Pass<'a> {
+    pub queue: &'a str,
+    /// What happens to an abandoned job with no retries left.
+    pub policy: InterruptedJobPolicy,
+    pub default_failure_ttl: i64,
+    /// The started-registry lease (3 × heartbeat).
+    pub lease_secs: u64,
+    /// A gap this long with no runq process beating means Redis stalled.
+    pub stall_gap_secs: u64,
+}
+
+/// Counts from one pass.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PassReport {
+    pub abandoned_failed: u64,
+    pub abandoned_requeued: u64,
+    pub abandoned_retried: u64,
+    pub intermediate_cleared: u64,
+    pub dead_workers: u64,
+    /// Expired entries left alone because Redis stalled moments ago.
+    pub deferred_by_stall: u64,
+}
+
+/// The answer of one pass.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PassReply {
+    /// Python RQ's own cleanup holds the queue right now.
+    Busy,
+    Done(PassReport),
+}
+
+/// Runs one pass.
+pub async fn pass<C: ConnectionLike + Send>(
+    conn: &mut C,
+    keys: &Keys,
+    pass: &Pass<'_>,
+) -> redis::RedisResult<PassReply> {
+    let now = Stamp::now();
+    let python_now = now.at.format("%Y-%m-%d %H:%M:%S%.6f+00:00");
+    let abandoned = encode_exc_string(&format!(
+        "Moved to FailedJobRegistry, due to AbandonedJobError, at {python_now}"
+    ));
+    let stuck = encode_exc_string("Job was stuck in intermediate queue.");
+    let policy = match pass.policy {
+        InterruptedJobPolicy::Fail => "fail",
+        InterruptedJobPolicy::Requeue => "requeue",
+    };
+    let reply: redis::Value = script!("maintenance.lua")
+        .prepare_invoke()
+        .arg(keys.prefix())
+        .arg(&now.text)
+        .arg(pass.queue)
+        .arg(policy)
+        .arg(pass.default_failure_ttl)
+        .arg(abandoned)
+        .arg(stuck)
+        .arg(pass.lease_secs)
+        .arg(pass.stall_gap_secs)
+        .invoke_async(conn)
+        .await?;
+    if let Ok(v) = redis::from_redis_value::<Vec<String>>(reply.clone()) {
+        if v.first().map(String::as_str) == Some("busy") {
+            return Ok(PassReply::Busy);
+        }
+    }
+    let c: Vec<u64> = redis::from_redis_value(reply)?;
+    let [failed, requeued, retried, stuck, dead, deferred] = c[..] else {
+        return Err(unexpected("maintenance", format!("{} counts", c.len())));
+    };
+    Ok(PassReply::Done(PassReport {
+        abandoned_failed: failed,
+        abandoned_requeued: requeued,
+        abandoned_retried: retried,
+        intermediate_cleared: stuck,
+        dead_workers: dead,
+        deferred_by_stall: deferred,
+    }))
+}

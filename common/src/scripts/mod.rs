@@ -1,0 +1,57 @@
+//! The Lua scripts behind every job state change, one module per script next to its
+//! `.lua` file. Each module is the script's typed boundary: one function whose arguments
+//! and reply are Rust types (the argument order and the reply's shape live only there).
+//! Every script runs as one round trip (EVALSHA, falling back to EVAL once per
+//! connection), atomically, with the shared [`prelude.lua`](prelude.lua) prepended: key
+//! builders, the execution member, Redis's clock, the integer rule, and the transitions
+//! several scripts share (push onto a queue, release dependents, retry, fail).
+//!
+//! | script | used by | what it does |
+//! |---|---|---|
+//! | [`claim`] | worker fetch | pop by priority and record as started, for all idle slots |
+//! | [`complete`] | worker complete | result, registries, TTLs, counters, retries, dependents |
+//! | [`heartbeat`] | worker heartbeat | every slot's worker key and every running job's deadline |
+//! | [`maintenance`] | worker maintenance | abandoned jobs, expired entries, dead workers |
+//! | [`scheduler`] | worker scheduler | owner-token locks, due jobs to their queues |
+//! | [`enqueue`] | CLI, tests | save and enqueue / defer / schedule one job |
+//! | [`requeue`], [`cancel`], [`empty`] | CLI | operator commands |
+
+pub mod cancel;
+pub mod claim;
+pub mod complete;
+pub mod empty;
+pub mod enqueue;
+pub mod heartbeat;
+pub mod maintenance;
+pub mod requeue;
+pub mod scheduler;
+
+const PRELUDE: &str = include_str!("prelude.lua");
+
+/// Compiles a script body with the prelude in front.
+fn with_prelude(body: &str) -> redis::Script {
+    redis::Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// `static` accessor for one script: `script!("claim.lua")` compiles it once per process.
+macro_rules! script {
+    ($file:literal) => {{
+        static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
+        SCRIPT.get_or_init(|| super::with_prelude(include_str!($file)))
+    }};
+}
+use script;
+
+/// A reply that does not have the shape the script documents.
+fn unexpected(script: &str, detail: impl std::fmt::Display) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected script reply",
+        format!("{script}: {detail}"),
+    ))
+}
+
+/// The prelude's key builders, for the test that checks they match [`crate::Keys`].
+pub fn prelude_source() -> &'static str {
+    PRELUDE
+}

@@ -1,0 +1,211 @@
+-- Shared helpers prepended to every runq script. ARGV[1] is always the RQ key prefix.
+-- Every key a script touches is built by K below, mirroring common/src/keys.rs (the test
+-- tests/scripts.rs checks both give the same names). Standalone Redis, as RQ itself.
+local P = ARGV[1]
+local K = {}
+function K.job(id) return P .. ':job:' .. id end
+function K.queue(q) return P .. ':queue:' .. q end
+function K.queues() return P .. ':queues' end
+function K.intermediate(q) return P .. ':queue:' .. q .. ':intermediate' end
+function K.first_seen(q, id) return P .. ':queue:' .. q .. ':intermediate:first_seen:' .. id end
+function K.dependents(id) return P .. ':job:' .. id .. ':dependents' end
+function K.dependencies(id) return P .. ':job::' .. id .. ':dependencies' end
+function K.results(id) return P .. ':results:' .. id end
+function K.started(q) return P .. ':wip:' .. q end
+function K.finished(q) return P .. ':finished:' .. q end
+function K.failed(q) return P .. ':failed:' .. q end
+function K.deferred(q) return P .. ':deferred:' .. q end
+function K.scheduled(q) return P .. ':scheduled:' .. q end
+function K.canceled(q) return P .. ':canceled:' .. q end
+function K.workers() return P .. ':workers' end
+function K.queue_workers(q) return P .. ':workers:' .. q end
+function K.worker(w) return P .. ':worker:' .. w end
+function K.worker_executions(w) return P .. ':worker:' .. w .. ':executions' end
+function K.execution(id, ex) return P .. ':execution:' .. id .. ':' .. ex end
+function K.executions(id) return P .. ':executions:' .. id end
+function K.suspended() return P .. ':suspended' end
+function K.scheduler_lock(q) return P .. ':scheduler-lock:' .. q end
+function K.clean_registries(q) return P .. ':clean_registries:' .. q end
+-- runq's own: the last time any runq process beat, and until when recovery waits after
+-- a Redis stall (see maintenance.lua).
+function K.clock() return P .. ':runq:clock' end
+function K.stall() return P .. ':runq:stall-until' end
+
+-- A started-registry member is `<job id>:<execution id>`. Execution ids never contain a
+-- colon, job ids may: split at the last one.
+local function member(id, ex) return id .. ':' .. ex end
+local function split_member(m)
+  local at = string.find(m, ':[^:]*$')
+  if not at then return m, nil end
+  return string.sub(m, 1, at - 1), string.sub(m, at + 1)
+end
+
+-- Redis's clock in float seconds: every deadline and registry score is taken from it,
+-- so workers' clocks never decide when a job is abandoned or due.
+local function server_now()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
+
+-- The one integer rule, shared with Rust (runq_common::ints): an optional '-' then 1 to
+-- 15 digits, nothing else (no spaces, exponents, 'inf', 'nan' or hex), so every value is
+-- exact in Lua's doubles and in i64.
+local function parse_int(s)
+  if type(s) ~= 'string' or #s == 0 or #s > 16 then return nil end
+  if not string.find(s, '^%-?%d+$') then return nil end
+  local digits = #s
+  if string.sub(s, 1, 1) == '-' then digits = digits - 1 end
+  if digits > 15 then return nil end
+  return tonumber(s)
+end
+local function int_in(s, lo, hi)
+  local n = parse_int(s)
+  if n and n >= lo and n <= hi then return n end
+  return nil
+end
+-- Bounds shared with Rust (runq_common::ints): TTLs and intervals in seconds.
+local MAX_TTL = 315360000
+local MAX_RETRIES = 1000000
+-- A TTL field of the job hash, or `default` when absent or not a valid TTL.
+local function ttl_field(jk, field, default)
+  return int_in(redis.call('HGET', jk, field) or '', -1, MAX_TTL) or default
+end
+
+-- Text runq hands to its Rust side: UTF-8, no control characters, at most `max` bytes.
+local function is_text(s, max)
+  local n = #s
+  if n == 0 or n > max then return false end
+  if not string.find(s, '[^\32-\126]') then return true end
+  local i = 1
+  while i <= n do
+    local c = string.byte(s, i)
+    local extra, lo, hi = 0, 128, 191
+    if c < 32 or c == 127 then return false
+    elseif c < 128 then extra = 0
+    elseif c >= 194 and c <= 223 then extra = 1
+    elseif c >= 224 and c <= 239 then
+      extra = 2
+      if c == 224 then lo = 160 elseif c == 237 then hi = 159 end
+    elseif c >= 240 and c <= 244 then
+      extra = 3
+      if c == 240 then lo = 144 elseif c == 244 then hi = 143 end
+    else return false end
+    if i + extra > n then return false end
+    for j = 1, extra do
+      local d = string.byte(s, i + j)
+      if j == 1 then
+        if d < lo or d > hi then return false end
+      elseif d < 128 or d > 191 then return false end
+    end
+    i = i + 1 + extra
+  end
+  return true
+end
+
+-- Worker states RQ readers know (runq_common::worker_state::WorkerState).
+local IDLE, BUSY = 'idle', 'busy'
+
+-- Put an existing job hash onto its queue with status `queued` (RQ 1.x/2.10 style,
+-- readable by every RQ version).
+local function push_queued(id, origin, now_text, at_front)
+  redis.call('SADD', K.queues(), K.queue(origin))
+  redis.call('HSET', K.job(id), 'status', 'queued', 'enqueued_at', now_text)
+  if at_front then
+    redis.call('LPUSH', K.queue(origin), id)
+  else
+    redis.call('RPUSH', K.queue(origin), id)
+  end
+end
+
+-- Is a parent with status `ps` a met dependency? A parent that no longer exists is met (RQ).
+local function dependency_met(ps, allow_failures)
+  if not ps then return true end
+  if ps == 'finished' then return true end
+  if allow_failures and (ps == 'failed' or ps == 'stopped') then return true end
+  return false
+end
+
+-- Moves every deferred dependent of `parent_id` whose dependencies are all met onto its
+-- queue, in the same atomic step as the parent's own transition.
+local function release_dependents(parent_id, now_text)
+  local dkey = K.dependents(parent_id)
+  local released = 0
+  for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
+    local f = redis.call('HMGET', K.job(dep), 'status', 'origin', 'allow_dependency_failures', 'enqueue_at_front')
+    local st, origin = f[1], f[2]
+    if not st then
+      redis.call('SREM', dkey, dep)
+    elseif st == 'deferred' and origin then
+      local allow = f[3] == '1'
+      local ok = true
+      for _, parent in ipairs(redis.call('SMEMBERS', K.dependencies(dep))) do
+        if not dependency_met(redis.call('HGET', K.job(parent), 'status'), allow) then
+          ok = false
+          break
+        end
+      end
+      if ok then
+        redis.call('ZREM', K.deferred(origin), dep)
+        push_queued(dep, origin, now_text, f[4] == '1')
+        redis.call('SREM', dkey, dep)
+        released = released + 1
+      end
+    end
+  end
+  return released
+end
+
+-- Retries a failed job per `retries_left`/`retry_intervals` (RQ's get_retry_interval):
+-- back onto its queue, or into the scheduled registry when an interval applies.
+-- Returns 'retried', 'scheduled', or nil when no retries are left (or the fields are not
+-- valid: a job is never retried on a value Rust would refuse).
+local function retry_job(id, origin, now_text, now)
+  local jk = K.job(id)
+  local f = redis.call('HMGET', jk, 'retries_left', 'retry_intervals', 'enqueue_at_front_on_retry')
+  local left = int_in(f[1] or '', 0, MAX_RETRIES)
+  if not left or left <= 0 then return nil end
+  local intervals = {}
+  if f[2] and f[2] ~= '' then
+    local okd, decoded = pcall(cjson.decode, f[2])
+    if okd and type(decoded) == 'table' then intervals = decoded end
+  end
+  local interval = 0
+  if #intervals > 0 then
+    local v = intervals[math.max(#intervals - left, 0) + 1]
+    if type(v) == 'number' and v == math.floor(v) and v >= 0 and v <= MAX_TTL then interval = v end
+  end
+  redis.call('HSET', jk, 'retries_left', left - 1)
+  if interval > 0 then
+    redis.call('SADD', K.queues(), K.queue(origin))
+    redis.call('HSET', jk, 'status', 'scheduled')
+    redis.call('ZADD', K.scheduled(origin), math.floor(now) + interval, id)
+    return 'scheduled'
+  end
+  push_queued(id, origin, now_text, f[3] == '1')
+  return 'retried'
+end
+
+-- Records a final failure as RQ does: status (`failed` or `stopped`; a stopped job keeps
+-- an empty `ended_at`, as RQ 3.0 leaves it), failure TTLs, failed registry (a negative
+-- TTL is stored as the score), a FAILED result entry with `result_fields`, and the
+-- release of dependents that allow failures.
+local function fail_job(id, origin, status, now_text, now, default_ft, result_fields)
+  local jk = K.job(id)
+  local own_ft = int_in(redis.call('HGET', jk, 'failure_ttl') or '', -1, MAX_TTL)
+  local ft = own_ft or default_ft
+  local ended = now_text
+  if status == 'stopped' then ended = '' end
+  redis.call('HSET', jk, 'status', status, 'ended_at', ended)
+  local score = ft
+  if ft > 0 then
+    score = math.floor(now) + ft
+    redis.call('EXPIRE', jk, ft)
+    redis.call('EXPIRE', K.dependents(id), ft)
+    redis.call('EXPIRE', K.dependencies(id), ft)
+  end
+  redis.call('ZADD', K.failed(origin), score, id)
+  local rk = K.results(id)
+  redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2', unpack(result_fields))
+  if own_ft and ft > 0 then redis.call('EXPIRE', rk, ft) end
+  release_dependents(id, now_text)
+end

@@ -1,0 +1,1375 @@
+"""runq Python task host (protocol v1, see PROTOCOL.md next to this file).
+
+One host runs per runq-worker process. It owns:
+
+- the protocol stream: length-prefixed JSON frames read from stdin and written to the
+  original stdout (fd 1 and fd 0 are re-pointed at stderr and /dev/null so nothing else
+  can touch the stream);
+- the Python side of start-up: sys.path, importing `rq`, `redis` and the configured
+  preload modules exactly once, resolving `before_job`, then freezing the GC heap;
+- one forked child per `run` / `callback` frame: process group, signal set-up, output
+  pipes, a lazily connecting Redis client, an rq Job restored from the claimed hash, and
+  the job run the way rq's work horse runs it (Worker.perform_job in rq 3.0), reporting
+  ONE result frame over a private pipe;
+- supervision of those children from a single-threaded selectors loop: output
+  forwarding (line cut, per-job byte cap), kill requests (SIGTERM, SIGKILL after a
+  grace), reaping (leader exit -> SIGKILL the group -> reap -> wait for the group to be
+  empty -> `done`), orphan reaping (the host is a child subreaper), and health pings.
+
+It is embedded in the runq-worker binary and run as a script, so it is self-contained:
+the standard library plus rq and redis from the user's environment (msgpack only for
+msgpack jobs).
+"""
+
+import base64
+import gc
+import heapq
+import importlib
+import inspect
+import json
+import os
+import random
+import selectors
+from selectors import EVENT_READ
+import signal
+import sys
+import time
+import traceback
+
+PROTOCOL_VERSION = 1
+MAX_FRAME = 256 * 1024 * 1024
+MAX_RETURN_VALUE = 64 * 1024 * 1024
+MAX_EXC_STRING = 32 * 1024 * 1024
+LINE_CUT = 8 * 1024
+READ_CHUNK = 256 * 1024
+GROUP_WAIT_CAP = 10.0  # seconds a job's group may linger after its leader is reaped
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+EXIT_FATAL = 3
+
+
+class StreamBroken(Exception):
+    """The protocol stream to or from the worker is unusable: the host must stop.
+    exit_code 0 for a clean EOF on stdin, 2 for anything else."""
+
+    def __init__(self, message, exit_code=2):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class FrameError(Exception):
+    """A frame from the worker that the host cannot act on (answered with `error`).
+    names_job=False: the error must not name the frame's job_id (a duplicate `run` of a
+    job that is running: naming it would make the worker give up on the running one)."""
+
+    def __init__(self, message, names_job=True):
+        super().__init__(message)
+        self.names_job = names_job
+
+
+def one_line(text):
+    """Collapse text to one line (for `fatal` and `error` frames)."""
+    return ' '.join(str(text).split())
+
+
+def exc_last_line(exc):
+    """`Type: message` of an exception, as the last line of its traceback shows it."""
+    lines = traceback.format_exception_only(type(exc), exc)
+    return one_line(lines[-1] if lines else repr(exc))
+
+
+# ----------------------------------------------------------------------------------------
+# Framing
+
+
+def encode_frame(obj):
+    """Any frame, through the json module (the rare frames)."""
+    return frame_of(json.dumps(obj, ensure_ascii=False, separators=(',', ':')))
+
+
+def frame_of(text):
+    """Frame a JSON text (or UTF-8 bytes). Lone surrogates (from undecodable file names in
+    tracebacks, say) become U+FFFD so the frame is always valid UTF-8."""
+    body = text.encode('utf-8', 'replace') if isinstance(text, str) else text
+    if len(body) > MAX_FRAME:
+        raise ValueError('frame of %d bytes is above the %d byte limit' % (len(body), MAX_FRAME))
+    return len(body).to_bytes(4, 'big') + body
+
+
+# The per-job frames (started, output, done, the child's result) are formatted by hand
+# around the json module's C string encoder: json.dumps builds a new encoder per call, and
+# in a process that forks all the time every page an encoder touches is a copy-on-write
+# fault.
+json_str = json.encoder.encode_basestring  # ensure_ascii=False flavour: '"text"'
+
+
+def json_opt_str(value):
+    return 'null' if value is None else json_str(value)
+
+
+def json_opt_int(value):
+    return 'null' if value is None else str(int(value))
+
+
+def write_all(fd, data):
+    """Blocking write of all of data (EINTR is retried by Python itself)."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+class FrameReader:
+    """Incremental decoder: feed() bytes as they arrive, take complete frames with next()."""
+
+    __slots__ = ('buf', 'pos')
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.pos = 0
+
+    def feed(self, data):
+        if self.pos and self.pos == len(self.buf):
+            self.buf.clear()
+            self.pos = 0
+        elif self.pos > 65536:
+            del self.buf[:self.pos]
+            self.pos = 0
+        self.buf += data
+
+    def next_body(self):
+        """The next complete frame body (bytes), or None. Raises StreamBroken on a bad length."""
+        avail = len(self.buf) - self.pos
+        if avail < 4:
+            return None
+        n = int.from_bytes(self.buf[self.pos:self.pos + 4], 'big')
+        if n > MAX_FRAME:
+            raise StreamBroken('frame length %d is above the %d byte limit' % (n, MAX_FRAME))
+        if avail < 4 + n:
+            return None
+        start = self.pos + 4
+        body = bytes(self.buf[start:start + n])
+        self.pos = start + n
+        return body
+
+    def pending(self):
+        return len(self.buf) - self.pos
+
+
+def decode_body(body):
+    try:
+        obj = json.loads(body)
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
+        raise FrameError('frame is not valid JSON: %s' % e)
+    if not isinstance(obj, dict):
+        raise FrameError('frame is not a JSON object')
+    return obj
+
+
+# ----------------------------------------------------------------------------------------
+# Start-up: init frame, imports, preloads
+
+
+class Config:
+    """What the init frame configured, plus the rq pieces resolved once in the host."""
+
+    def __init__(self, frame):
+        self.sys_path = list(frame.get('sys_path') or [])
+        self.preload = list(frame.get('preload') or [])
+        self.before_job_name = frame.get('before_job') or None
+        self.redis_url = frame.get('redis_url')
+        self.redis_ca_file = frame.get('redis_ca_file') or None
+        grace = frame.get('kill_grace')
+        self.kill_grace = float(grace) if grace is not None else 2.0
+        mob = frame.get('max_output_bytes')
+        self.max_output_bytes = int(mob) if mob is not None else 1024 * 1024
+        self.before_job = None
+        self.rq = None  # RqApi
+        self.client = None  # redis.Redis, never used in the host itself
+
+
+class RqApi:
+    """The rq / redis entry points the children use, resolved once with version fallbacks
+    (rq 3.0.0 is the target; rq 1.16 works through the older spellings)."""
+
+    def __init__(self):
+        import redis
+        import rq
+        import rq.job
+        import rq.serializers
+        import rq.timeouts
+        import rq.utils
+
+        self.redis = redis
+        self.version = getattr(rq, '__version__', None) or getattr(rq, 'VERSION', '?')
+        self.Job = rq.job.Job
+        self.JobStatus = rq.job.JobStatus
+        self.Retry = rq.job.Retry
+        try:
+            major = int(str(self.version).split('.')[0])
+        except ValueError:
+            major = 0
+        # rq 1.x stores a returned Retry as an ordinary result; rq 3 re-enqueues the job.
+        self.retry_returns = major >= 3
+        self.serializers = {
+            'pickle': rq.serializers.DefaultSerializer,
+            'json': rq.serializers.JSONSerializer,
+        }
+        self.DeathPenalty = rq.timeouts.UnixSignalDeathPenalty
+        self.JobTimeoutException = rq.timeouts.JobTimeoutException
+        self.utcparse = rq.utils.utcparse
+        # rq 1.x stamps naive UTC datetimes (utcnow), rq 3 aware ones (now).
+        self.now = getattr(rq.utils, 'utcnow', None) or rq.utils.now
+        self.unserializable = 'Unserializable return value'
+        try:
+            from rq.defaults import UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
+            self.unserializable = UNSERIALIZABLE_RETURN_VALUE_PAYLOAD
+        except ImportError:
+            pass
+        self.format_exc_info = None
+        for modname in ('rq.job_lifecycle', 'rq.utils'):
+            try:
+                mod = importlib.import_module(modname)
+            except ImportError:
+                continue
+            if hasattr(mod, 'format_exc_info'):
+                self.format_exc_info = mod.format_exc_info
+                break
+        if self.format_exc_info is None:
+            self.format_exc_info = lambda exc_info: ''.join(traceback.format_exception(*exc_info))
+        try:
+            import rq.callbacks as cbmod
+            self.cb_success = getattr(cbmod, 'execute_success_callback', None)
+            self.cb_failure = getattr(cbmod, 'execute_failure_callback', None)
+        except ImportError:
+            self.cb_success = self.cb_failure = None
+        try:
+            from rq.connections import push_connection
+            self.push_connection = push_connection  # rq 1.x: Queue() without connection
+        except ImportError:
+            self.push_connection = None
+        self._msgpack = None
+
+    def serializer(self, name):
+        s = self.serializers.get(name or 'pickle')
+        if s is not None:
+            return s
+        if name == 'msgpack':
+            return self.msgpack_serializer()
+        raise ValueError('unknown serializer %r' % (name,))
+
+    def msgpack_serializer(self):
+        if self._msgpack is None:
+            import msgpack
+
+            class MsgpackSerializer:
+                dumps = staticmethod(msgpack.packb)
+
+                @staticmethod
+                def loads(data):
+                    return msgpack.unpackb(data, raw=False)
+
+            self._msgpack = MsgpackSerializer
+        return self._msgpack
+
+    def execute_success_callback(self, job, result):
+        if self.cb_success is not None:
+            self.cb_success(job, self.DeathPenalty, result)
+        else:
+            job.execute_success_callback(self.DeathPenalty, result)
+
+    def execute_failure_callback(self, job, *exc_info):
+        if self.cb_failure is not None:
+            self.cb_failure(job, self.DeathPenalty, *exc_info)
+        else:
+            job.execute_failure_callback(self.DeathPenalty, *exc_info)
+
+
+def resolve_callable(dotted):
+    """Resolve 'pkg.mod.attr' (or 'pkg.mod.Class.attr'), reporting the real import error."""
+    mod_name, _, attr = dotted.rpartition('.')
+    if not mod_name:
+        raise ValueError('%r is not a dotted path' % dotted)
+    try:
+        obj = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as first:
+        try:
+            from rq.utils import import_attribute
+            obj = import_attribute(dotted)
+        except Exception:
+            raise first
+    if not callable(obj):
+        raise TypeError('%r is not callable' % dotted)
+    return obj
+
+
+def load_libc_prctl():
+    """prctl(2) through ctypes, or None when unavailable."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+        prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        prctl.restype = ctypes.c_int
+        return prctl
+    except Exception:
+        return None
+
+
+def preload(frame):
+    """Apply an init frame. Returns (Config, None) or (None, 'one-line error')."""
+    if frame.get('op') != 'init':
+        return None, 'expected an init frame, got op %r' % (frame.get('op'),)
+    if frame.get('protocol') != PROTOCOL_VERSION:
+        return None, 'unsupported protocol %r (this host speaks %d)' % (frame.get('protocol'), PROTOCOL_VERSION)
+    try:
+        cfg = Config(frame)
+    except Exception as e:
+        return None, 'bad init frame: %s' % exc_last_line(e)
+    sys.path[0:0] = [p for p in cfg.sys_path if isinstance(p, str)]
+    for name in ('redis', 'rq'):
+        try:
+            importlib.import_module(name)
+        except BaseException as e:
+            return None, 'cannot import %s: %s' % (name, exc_last_line(e))
+    try:
+        cfg.rq = RqApi()
+    except BaseException as e:
+        return None, 'cannot use rq: %s' % exc_last_line(e)
+    if not isinstance(cfg.redis_url, str) or not cfg.redis_url:
+        return None, 'init frame has no redis_url'
+    try:
+        # Built once here and inherited by every child through fork: redis-py connects
+        # on the first command, and its pool notices the new pid and starts empty, so
+        # each child still gets its own connection -- without paying for the client's
+        # construction (and the page copies it causes) once per job.
+        cfg.client = redis_client(cfg)
+    except Exception as e:
+        return None, 'invalid redis_url: %s' % exc_last_line(e)
+    for name in cfg.preload:
+        try:
+            importlib.import_module(name)
+        except BaseException as e:
+            return None, 'cannot import preload module %r: %s' % (name, exc_last_line(e))
+    if cfg.before_job_name:
+        try:
+            cfg.before_job = resolve_callable(cfg.before_job_name)
+        except BaseException as e:
+            return None, 'cannot resolve before_job %r: %s' % (cfg.before_job_name, exc_last_line(e))
+    warm_up(cfg)
+    gc.collect()
+    if hasattr(gc, 'freeze'):
+        gc.freeze()
+    return cfg, None
+
+
+def warm_up(cfg):
+    """Run the per-job code paths once in the host, so lazy imports and caches (strptime's
+    module and regexes, redis-py's URL parsing, rq's Job attributes) are filled before the
+    fork instead of once per child. Touches no Redis (redis-py connects on first command)."""
+    try:
+        import pickle
+        import zlib
+        api = cfg.rq
+        stamp = b'2000-01-01T00:00:00.000000Z'
+        for name in ('pickle', 'json'):
+            serializer = api.serializer(name)
+            job = api.Job('runq-host-warm-up', connection=cfg.client, serializer=serializer)
+            data = serializer.dumps(['runq_host_warm_up.f', None, [], {}])
+            job.restore({b'data': zlib.compress(data), b'created_at': stamp, b'enqueued_at': stamp,
+                         b'started_at': stamp, b'last_heartbeat': stamp, b'status': b'started',
+                         b'origin': b'q', b'timeout': b'180', b'meta': serializer.dumps({})})
+            job._status = api.JobStatus('started')
+            job.started_at = api.utcparse(stamp.decode())
+            job.func_name, job.args, job.kwargs, job.meta  # noqa: B018 -- deserializes data
+            job.to_dict()
+            serialize_return_value(api, serializer, 1)
+        try:
+            raise ValueError('warm-up')
+        except ValueError:
+            api.format_exc_info(sys.exc_info())
+        pickle.dumps(None)
+        # A child's first Redis command builds a Connection (see redis_client) and
+        # resolves the host name (getaddrinfo imports the idna codec): once here.
+        pool = cfg.client.connection_pool
+        pool.connection_class(**pool.connection_kwargs)
+        'localhost'.encode('idna')
+        encode_result({'outcome': 'ok', 'return_value': None})
+        encode_result({'outcome': 'failed', 'exc_string': 'x'})
+    except Exception as e:
+        print('runq host: warm-up skipped: %s' % exc_last_line(e), file=sys.stderr, flush=True)
+
+
+def redis_client(cfg):
+    kwargs = {}
+    if cfg.redis_ca_file:
+        kwargs['ssl_ca_certs'] = cfg.redis_ca_file
+    driver_info = default_driver_info(cfg.rq.redis)
+    if driver_info is not None:
+        kwargs['driver_info'] = driver_info
+    return cfg.rq.redis.Redis.from_url(cfg.redis_url, **kwargs)
+
+
+def default_driver_info(redis):
+    """redis-py 8 builds a DriverInfo per Connection, and a default one looks the package
+    version up through importlib.metadata (a METADATA parse, ~3-10 ms) -- in every child,
+    on its first command. The same default DriverInfo built once here sends the same
+    CLIENT SETINFO. None where the Connection takes no driver_info (older redis-py
+    computes its version once, at import)."""
+    try:
+        from redis.driver_info import DriverInfo
+        conn_mod = redis.connection
+        cls = getattr(conn_mod, 'AbstractConnection', None) or conn_mod.Connection
+        if 'driver_info' not in inspect.signature(cls.__init__).parameters:
+            return None
+        return DriverInfo()
+    except Exception:
+        return None
+
+
+# ----------------------------------------------------------------------------------------
+# Child side: process set-up, the job run, the callback run
+
+
+def setup_child(host, w_res, w_out, w_err, env, job_id, worker_name):
+    """First thing in a forked child: the host's fds, own group, death signal, signals,
+    output pipes, random, env."""
+    for fd in host.fds_for_child_to_close():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    if host.prctl is not None:
+        host.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != host.pid:  # the host died before the death signal was armed
+        os._exit(1)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    # SIGPIPE stays ignored, as Python (and so rq's work horse) sets it.
+    os.dup2(w_out, 1)
+    os.dup2(w_err, 2)
+    os.close(w_out)
+    os.close(w_err)
+    try:
+        sys.stdout.reconfigure(line_buffering=True)
+    except Exception:
+        pass
+    random.seed()
+    if worker_name:  # (callback frames carry none)
+        os.environ['RQ_WORKER_ID'] = str(worker_name)
+    os.environ['RQ_JOB_ID'] = str(job_id)
+    if env:
+        for k, v in env.items():
+            os.environ[str(k)] = '' if v is None else str(v)
+
+
+def child_connection(cfg):
+    """The child's Redis client (the host's unused one, now this process's own; it
+    connects on its first command)."""
+    conn = cfg.client
+    if conn is None:
+        conn = redis_client(cfg)
+    if cfg.rq.push_connection is not None:
+        cfg.rq.push_connection(conn)  # rq 1.x: Queue() / Job.fetch() without connection=
+    return conn
+
+
+def restore_job(cfg, frame, conn, serializer):
+    """rq Job from the frame's hash, with the claim's status/started_at/worker_name."""
+    api = cfg.rq
+    raw = {}
+    for k, v in (frame.get('hash') or {}).items():
+        raw[k.encode('utf-8')] = base64.b64decode(v) if v is not None else b''
+    job = api.Job(frame['job_id'], connection=conn, serializer=serializer)
+    job.restore(raw)
+    status = frame.get('status')
+    if status:
+        job._status = api.JobStatus(status)
+    started_at = frame.get('started_at')
+    if started_at:
+        job.started_at = api.utcparse(started_at)
+    if frame.get('worker_name'):
+        job.worker_name = frame['worker_name']
+    return job
+
+
+class ReturnValueTooLarge(Exception):
+    pass
+
+
+def serialize_return_value(api, serializer, rv):
+    """base64 of S.dumps(rv) (None for None), as rq.results stores it."""
+    if rv is None:
+        return None
+    try:
+        payload = serializer.dumps(rv)
+    except BaseException:
+        payload = serializer.dumps(api.unserializable)
+    if len(payload) > MAX_RETURN_VALUE:
+        raise ReturnValueTooLarge(
+            'serialized return value is %d bytes, above the %d byte limit' % (len(payload), MAX_RETURN_VALUE))
+    return base64.b64encode(payload).decode('ascii')
+
+
+def cap_exc_string(text):
+    if len(text) <= MAX_EXC_STRING:
+        return text
+    head = MAX_EXC_STRING // 32
+    tail = MAX_EXC_STRING - head - 100
+    return '%s\n[runq: %d characters cut]\n%s' % (text[:head], len(text) - head - tail, text[-tail:])
+
+
+def failed_result(api, exc_info):
+    fmt = api.format_exc_info if api is not None else (lambda ei: ''.join(traceback.format_exception(*ei)))
+    return {'outcome': 'failed', 'exc_string': cap_exc_string(fmt(exc_info))}
+
+
+def timeout_seconds(value):
+    if value is None:
+        return None
+    try:
+        t = float(value)
+    except (TypeError, ValueError):
+        return None
+    if t <= 0:
+        return None
+    return int(-(-t // 1))  # ceil: SIGALRM takes whole seconds
+
+
+def run_job(cfg, frame):
+    """Run one job as rq 3.0's Worker.perform_job / _finalize_success / _finalize_failure do;
+    returns the result dict for the result frame."""
+    api = cfg.rq
+    serializer = api.serializer(frame.get('serializer'))
+    conn = child_connection(cfg)
+    job = restore_job(cfg, frame, conn, serializer)
+    timeout = timeout_seconds(frame.get('timeout'))
+    try:
+        if cfg.before_job is not None:
+            cfg.before_job(job)
+        if timeout:
+            with api.DeathPenalty(timeout, api.JobTimeoutException, job_id=job.id):
+                rv = job.perform()
+        else:
+            rv = job.perform()
+        return finalize_success(api, job, serializer, rv)
+    except:  # noqa: E722 -- rq catches everything here, SystemExit included
+        return finalize_failure(api, job, sys.exc_info())
+
+
+def finalize_success(api, job, serializer, rv):
+    job.ended_at = api.now()
+    job._result = rv
+    if api.retry_returns and isinstance(rv, api.Retry):
+        return {'outcome': 'retry', 'max': rv.max, 'intervals': list(rv.intervals),
+                'at_front': bool(getattr(rv, 'enqueue_at_front', False))}
+    job._status = api.JobStatus.FINISHED
+    api.execute_success_callback(job, rv)
+    # rq serializes the result after the success callback (Result.create in
+    # handle_job_success); a result too large for runq fails the job from here, so the
+    # failure callback runs after the success callback in that one case.
+    return {'outcome': 'ok', 'return_value': serialize_return_value(api, serializer, rv)}
+
+
+def finalize_failure(api, job, exc_info):
+    job._status = api.JobStatus.FAILED
+    job.ended_at = api.now()
+    try:
+        api.execute_failure_callback(job, *exc_info)
+    except:  # noqa: E722 -- a failing callback replaces the job's exception
+        exc_info = sys.exc_info()
+    return failed_result(api, exc_info)
+
+
+def run_callback(cfg, frame):
+    """Run a job's success/failure/stopped callback outside a job run (`callback` op)."""
+    api = cfg.rq
+    kind = frame.get('kind')
+    serializer = api.serializer(frame.get('serializer'))
+    conn = child_connection(cfg)
+    job = restore_job(cfg, frame, conn, serializer)
+    try:
+        callback = getattr(job, '%s_callback' % kind)
+        if callback is None:
+            return {'outcome': 'ok', 'return_value': None}
+        if inspect.iscoroutinefunction(callback):
+            raise TypeError('Coroutine %s callbacks are not supported' % kind)
+        timeout = timeout_seconds(frame.get('timeout'))
+        if timeout is None:
+            timeout = timeout_seconds(getattr(job, '%s_callback_timeout' % kind, None))
+        if kind == 'success':
+            rv = frame.get('return_value')
+            args = (serializer.loads(base64.b64decode(rv)) if rv is not None else None,)
+        elif kind == 'failure':
+            exc = Exception(frame.get('exc_string') or '')
+            args = (Exception, exc, None)
+        else:
+            args = ()
+        if timeout:
+            with api.DeathPenalty(timeout, api.JobTimeoutException, job_id=job.id):
+                callback(job, job.connection, *args)
+        else:
+            callback(job, job.connection, *args)
+        return {'outcome': 'ok', 'return_value': None}
+    except:  # noqa: E722
+        return failed_result(api, sys.exc_info())
+
+
+def encode_result(result):
+    """The child's result frame. `outcome` comes first: the host splices the body into
+    its `done` frame without parsing it."""
+    outcome = result['outcome']
+    if outcome == 'ok':
+        text = '{"outcome":"ok","return_value":%s}' % json_opt_str(result['return_value'])
+    elif outcome == 'failed':
+        text = '{"outcome":"failed","exc_string":%s}' % json_str(result['exc_string'])
+    else:
+        text = json.dumps(result, ensure_ascii=False, separators=(',', ':'))
+    return frame_of(text)
+
+
+def child_main(host, frame, w_res, w_out, w_err):
+    """Body of a forked child. Never returns: every path ends in os._exit."""
+    code = 1
+    try:
+        try:
+            setup_child(host, w_res, w_out, w_err, frame.get('env'), frame['job_id'], frame.get('worker_name'))
+            if frame['op'] == 'run':
+                result = run_job(host.cfg, frame)
+            else:
+                result = run_callback(host.cfg, frame)
+        except:  # noqa: E722 -- set-up or restore failed: report it as the job's failure
+            result = failed_result(host.cfg.rq, sys.exc_info())
+        try:
+            data = encode_result(result)
+        except Exception:
+            data = encode_result(failed_result(host.cfg.rq, sys.exc_info()))
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        write_all(w_res, data)
+        code = 0
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+# ----------------------------------------------------------------------------------------
+# Host side: timers, output forwarding, children
+
+
+class Timers:
+    """Deadlines on the monotonic clock; cancel() by flag."""
+
+    def __init__(self):
+        self.heap = []
+        self.seq = 0
+
+    def add(self, delay, fn):
+        self.seq += 1
+        entry = [time.monotonic() + delay, self.seq, fn, True]
+        heapq.heappush(self.heap, entry)
+        return entry
+
+    @staticmethod
+    def cancel(entry):
+        if entry is not None:
+            entry[3] = False
+
+    def timeout(self):
+        while self.heap and not self.heap[0][3]:
+            heapq.heappop(self.heap)
+        if not self.heap:
+            return None
+        return max(0.0, self.heap[0][0] - time.monotonic())
+
+    def run_due(self):
+        now = time.monotonic()
+        while self.heap and self.heap[0][0] <= now:
+            entry = heapq.heappop(self.heap)
+            if entry[3]:
+                entry[3] = False
+                entry[2]()
+
+
+def utf8_cut(data, limit):
+    """Largest n <= limit such that data[:n] does not end inside a UTF-8 sequence."""
+    if len(data) <= limit:
+        return len(data)
+    n = limit
+    while n > 0 and limit - n < 3 and (data[n] & 0xC0) == 0x80:
+        n -= 1
+    return n if n > 0 else limit
+
+
+class OutputStream:
+    __slots__ = ('name', 'fd', 'buf')
+
+    def __init__(self, name, fd):
+        self.name = name
+        self.fd = fd
+        self.buf = bytearray()
+
+
+class Child:
+    """One forked job or callback child, from fork to its `done` frame."""
+
+    __slots__ = ('pid', 'job_id', 'op', 'result_fd', 'result', 'streams', 'out_budget',
+                 'out_dropped', 'kill_requested', 'kill_timer', 'leader_exited', 'status',
+                 'group_timer', 'group_deadline', 'group_delay', 'finished', 'result_body',
+                 'result_key', 'output_key')
+
+    def __init__(self, pid, job_id, op, result_fd, out_fd, err_fd, budget):
+        self.pid = pid
+        self.job_id = job_id
+        self.op = op
+        self.result_fd = result_fd
+        self.result = FrameReader()
+        self.streams = [OutputStream('stdout', out_fd), OutputStream('stderr', err_fd)]
+        self.out_budget = budget
+        self.out_dropped = 0
+        self.kill_requested = False
+        self.kill_timer = None
+        self.leader_exited = False
+        self.status = None
+        self.group_timer = None
+        self.group_deadline = None
+        self.group_delay = 0.001
+        self.finished = False
+        self.result_body = None
+
+    def fds(self):
+        fds = [s.fd for s in self.streams if s.fd is not None]
+        if self.result_fd is not None:
+            fds.append(self.result_fd)
+        return fds
+
+    def complete_result(self):
+        """The body of the child's result frame once it has arrived whole and well-formed
+        (it starts with its outcome, see encode_result), else None."""
+        if self.result_body is None:
+            try:
+                body = self.result.next_body()
+            except StreamBroken:
+                body = b''
+            if body is not None:
+                self.result_body = body if body.startswith(RESULT_PREFIXES) else b''
+        return self.result_body or None
+
+
+RESULT_PREFIXES = (b'{"outcome":"ok",', b'{"outcome":"failed",', b'{"outcome":"retry",')
+
+
+class Host:
+    """The event loop: frames from the worker, SIGCHLD, children's pipes, timers."""
+
+    def __init__(self, proto_in, proto_out, cfg, prctl):
+        self.proto_in = proto_in
+        self.proto_out = proto_out
+        self.cfg = cfg
+        self.prctl = prctl
+        self.pid = os.getpid()
+        self.reader = FrameReader()
+        self.children = {}  # job_id -> Child
+        self.by_pid = {}  # leader pid -> Child, until reaped
+        self.timers = Timers()
+        self.sel = selectors.DefaultSelector()
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.proto_in, False)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        self.sel.register(self.proto_in, selectors.EVENT_READ, (self.on_stdin, None))
+        self.sel.register(self.wake_r, selectors.EVENT_READ, (self.on_wakeup, None))
+        self.ops = {
+            'run': self.op_run,
+            'callback': self.op_callback,
+            'kill': self.op_kill,
+            'ping': self.op_ping,
+        }
+
+    # -- protocol output ---------------------------------------------------------------
+
+    def send(self, obj):
+        self.send_frame(encode_frame(obj))
+
+    def send_frame(self, data):
+        try:
+            write_all(self.proto_out, data)
+        except OSError as e:
+            raise StreamBroken('cannot write to the worker: %s' % e)
+
+    def send_error(self, job_id, message):
+        self.send({'op': 'error', 'job_id': job_id, 'error': one_line(message)})
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def run(self):
+        exit_code = 2
+        try:
+            while True:
+                events = self.sel.select(self.timers.timeout())
+                for key, _mask in events:
+                    handler, child = key.data
+                    if child is not None and child.finished:
+                        continue  # stale event for an fd already closed (maybe reused)
+                    self.guarded(handler, key.fd, child)
+                self.guarded(self.timers.run_due)
+        except StreamBroken as e:
+            exit_code = e.exit_code
+            if exit_code:
+                print('runq host: stopping: %s' % e, file=sys.stderr, flush=True)
+        self.shutdown(exit_code)
+
+    def guarded(self, fn, *args):
+        """Run a loop step; an unexpected exception is reported, never fatal."""
+        try:
+            fn(*args)
+        except StreamBroken:
+            raise
+        except Exception as e:
+            traceback.print_exc()
+            try:
+                self.send_error(None, 'host error: %s' % exc_last_line(e))
+            except StreamBroken:
+                raise
+            except Exception:
+                pass
+
+    def on_stdin(self, fd, _child):
+        try:
+            data = os.read(fd, READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as e:
+            raise StreamBroken('cannot read from the worker: %s' % e)
+        if not data:
+            if self.reader.pending():
+                raise StreamBroken('EOF inside a frame')
+            raise StreamBroken('EOF on stdin', exit_code=0)
+        self.reader.feed(data)
+        while True:
+            body = self.reader.next_body()
+            if body is None:
+                break
+            self.dispatch(body)
+
+    def dispatch(self, body):
+        """Act on one frame. An `error` reply names the frame's job_id only for a `run` or
+        `callback` that was not started (so the worker can fail that job); any other
+        error names no job (its text may)."""
+        job_id = frame = None
+        try:
+            frame = decode_body(body)
+            op = frame.get('op')
+            if op in ('run', 'callback') and isinstance(frame.get('job_id'), str):
+                job_id = frame['job_id']
+            handler = self.ops.get(op)
+            if handler is None:
+                raise FrameError('unknown op %r%s' % (op, self.about(frame)))
+            handler(frame)
+        except StreamBroken:
+            raise
+        except FrameError as e:
+            self.send_error(job_id if e.names_job else None, str(e))
+        except Exception as e:
+            traceback.print_exc()
+            self.send_error(job_id, '%s%s' % (exc_last_line(e), '' if job_id else self.about(frame)))
+
+    @staticmethod
+    def about(frame):
+        try:
+            job_id = frame.get('job_id')
+        except Exception:
+            return ''
+        return ' (job %s)' % job_id if isinstance(job_id, str) else ''
+
+    # -- ops -----------------------------------------------------------------------------
+
+    def op_ping(self, frame):
+        self.send({'op': 'pong', 'seq': frame.get('seq'), 'rss_bytes': rss_bytes(),
+                   'children': len(self.children)})
+
+    def op_run(self, frame):
+        self.validate_job_frame(frame)
+        self.spawn(frame)
+
+    def op_callback(self, frame):
+        self.validate_job_frame(frame)
+        if frame.get('kind') not in ('success', 'failure', 'stopped'):
+            raise FrameError('unknown callback kind %r' % (frame.get('kind'),))
+        self.spawn(frame)
+
+    def validate_job_frame(self, frame):
+        job_id = frame.get('job_id')
+        if not isinstance(job_id, str) or not job_id:
+            raise FrameError('%s frame without a job_id' % frame.get('op'))
+        if job_id in self.children:
+            raise FrameError('job %s is already running: this %s frame is ignored'
+                             % (job_id, frame.get('op')), names_job=False)
+        if not isinstance(frame.get('hash'), dict):
+            raise FrameError('%s frame without a hash' % frame.get('op'))
+        name = frame.get('serializer') or 'pickle'
+        if name not in ('pickle', 'json', 'msgpack'):
+            raise FrameError('unknown serializer %r' % (name,))
+        if name == 'msgpack':
+            try:
+                self.cfg.rq.msgpack_serializer()  # imported once, in the host, before fork
+            except Exception:
+                pass  # the child imports it again and fails the job with the traceback
+        env = frame.get('env')
+        if env is not None and not isinstance(env, dict):
+            raise FrameError('env is not an object')
+
+    def op_kill(self, frame):
+        child = self.children.get(frame.get('job_id'))
+        if child is None or child.leader_exited or child.kill_requested:
+            return
+        self.read_result(child)
+        if child.complete_result() is None:
+            child.kill_requested = True
+        signal_group(child.pid, signal.SIGTERM)
+        child.kill_timer = self.timers.add(self.cfg.kill_grace, lambda: self.kill_deadline(child))
+
+    def kill_deadline(self, child):
+        child.kill_timer = None
+        if not child.finished:
+            signal_group(child.pid, signal.SIGKILL)
+
+    # -- fork ----------------------------------------------------------------------------
+
+    def spawn(self, frame):
+        job_id = frame['job_id']
+        pipes = []
+        try:
+            for _ in range(3):
+                pipes.append(os.pipe())
+        except OSError:
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+            raise
+        (r_res, w_res), (r_out, w_out), (r_err, w_err) = pipes
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        try:
+            pid = os.fork()
+        except OSError:
+            for fd in (r_res, w_res, r_out, w_out, r_err, w_err):
+                os.close(fd)
+            raise
+        if pid == 0:
+            try:
+                for fd in (r_res, r_out, r_err):
+                    os.close(fd)
+                child_main(self, frame, w_res, w_out, w_err)
+            finally:
+                os._exit(1)
+        try:
+            os.setpgid(pid, pid)  # also in the parent, so a kill right away hits the group
+        except OSError:
+            pass
+        for fd in (w_res, w_out, w_err):
+            os.close(fd)
+        try:
+            for fd in (r_res, r_out, r_err):
+                os.set_blocking(fd, False)
+            child = Child(pid, job_id, frame['op'], r_res, r_out, r_err, self.cfg.max_output_bytes)
+            child.result_key = (self.on_result, child)
+            child.output_key = (self.on_output, child)
+            register = self.sel.register
+            register(r_res, EVENT_READ, child.result_key)
+            register(r_out, EVENT_READ, child.output_key)
+            register(r_err, EVENT_READ, child.output_key)
+        except BaseException:
+            # Not tracked, so not started: take the child back before reporting the error.
+            signal_group(pid, signal.SIGKILL)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+            for fd in (r_res, r_out, r_err):
+                self.close_fd(fd)
+            raise
+        self.children[job_id] = child
+        self.by_pid[pid] = child
+        self.send_frame(frame_of('{"op":"started","job_id":%s,"pid":%d}' % (json_str(job_id), pid)))
+
+    def fds_for_child_to_close(self):
+        """Everything of the host's a child must not hold (called in the child)."""
+        fds = [self.proto_in, self.proto_out, self.wake_r, self.wake_w, self.sel.fileno()]
+        for child in self.children.values():
+            fds.extend(child.fds())
+        return fds
+
+    # -- children's pipes ----------------------------------------------------------------
+
+    def on_result(self, fd, child):
+        self.read_result(child)
+
+    def read_result(self, child, max_reads=16):
+        """Read what the result pipe holds now (never blocks; at most max_reads chunks, so
+        one child streaming a big result cannot starve the others)."""
+        fd = child.result_fd
+        for _ in range(max_reads):
+            if fd is None:
+                return
+            try:
+                data = os.read(fd, READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b''
+            if not data:
+                self.close_fd(fd)
+                child.result_fd = fd = None
+                return
+            child.result.feed(data)
+
+    def on_output(self, fd, child):
+        for stream in child.streams:
+            if stream.fd == fd:
+                self.read_output(child, stream)
+                return
+
+    def read_output(self, child, stream, max_reads=16):
+        """Read what the pipe holds now (never blocks; at most max_reads chunks, so a job
+        writing without pause cannot starve the loop); forward complete lines."""
+        for _ in range(max_reads):
+            if stream.fd is None:
+                return
+            try:
+                data = os.read(stream.fd, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b''
+            if not data:
+                self.close_fd(stream.fd)
+                stream.fd = None
+                return
+            if child.out_budget <= 0 and not stream.buf:
+                child.out_dropped += len(data) - data.count(b'\n')
+                continue
+            stream.buf += data
+            self.forward_lines(child, stream, final=False)
+
+    def forward_lines(self, child, stream, final):
+        buf = stream.buf
+        start = 0
+        while True:
+            nl = buf.find(b'\n', start)
+            if nl < 0:
+                if len(buf) - start > LINE_CUT:
+                    end = start + utf8_cut(buf[start:start + LINE_CUT + 1], LINE_CUT)
+                    self.forward_line(child, stream, buf[start:end])
+                    start = end
+                    continue
+                if final and start < len(buf):
+                    self.forward_line(child, stream, buf[start:])
+                    start = len(buf)
+                break
+            while nl - start > LINE_CUT:
+                end = start + utf8_cut(buf[start:start + LINE_CUT + 1], LINE_CUT)
+                self.forward_line(child, stream, buf[start:end])
+                start = end
+            line = buf[start:nl]
+            if line.endswith(b'\r'):
+                line = line[:-1]
+            self.forward_line(child, stream, line)
+            start = nl + 1
+        del buf[:start]
+
+    def forward_line(self, child, stream, line):
+        if child.out_budget <= 0:
+            child.out_dropped += len(line)
+            return
+        if len(line) > child.out_budget:
+            keep = utf8_cut(line, child.out_budget)
+            child.out_dropped += len(line) - keep
+            line = line[:keep]
+        child.out_budget -= len(line)
+        self.send_frame(frame_of('{"op":"output","job_id":%s,"stream":"%s","text":%s}' % (
+            json_str(child.job_id), stream.name, json_str(bytes(line).decode('utf-8', 'replace')))))
+
+    def close_fd(self, fd):
+        try:
+            self.sel.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+    # -- reaping -------------------------------------------------------------------------
+
+    def on_wakeup(self, fd, _child):
+        try:
+            while os.read(fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        self.check_children()
+
+    def check_children(self):
+        """Find exited leaders (without reaping), then handle each; reap stray orphans."""
+        for child in list(self.by_pid.values()):
+            try:
+                info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                info = True  # not waitable any more: handle as exited, status unknown
+            if info is not None:
+                self.on_leader_exit(child)
+        self.reap_orphans()
+
+    def reap_orphans(self):
+        """The host is a child subreaper: reap processes of jobs orphaned to it."""
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None:
+                return
+            child = self.by_pid.get(info.si_pid)
+            if child is not None:
+                self.on_leader_exit(child)
+                continue
+            try:
+                os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                pass
+
+    def on_leader_exit(self, child):
+        """Leader is a zombie (or gone): SIGKILL the group, reap the leader, then finish
+        once no process of the group is left."""
+        del self.by_pid[child.pid]
+        child.leader_exited = True
+        signal_group(child.pid, signal.SIGKILL)
+        try:
+            _, child.status = os.waitpid(child.pid, 0)
+        except ChildProcessError:
+            child.status = None
+        if group_alive(child.pid):
+            child.group_deadline = time.monotonic() + GROUP_WAIT_CAP
+            child.group_timer = self.timers.add(child.group_delay, lambda: self.poll_group(child))
+        else:
+            self.finish(child)
+
+    def poll_group(self, child):
+        child.group_timer = None
+        if child.finished:
+            return
+        signal_group(child.pid, signal.SIGKILL)
+        if not group_alive(child.pid):
+            self.finish(child)
+        elif time.monotonic() >= child.group_deadline:
+            print('runq host: job %s: process group %d still has processes %.0fs after its '
+                  'leader exited; reporting done anyway' % (child.job_id, child.pid, GROUP_WAIT_CAP),
+                  file=sys.stderr, flush=True)
+            self.finish(child)
+        else:
+            child.group_delay = min(child.group_delay * 2, 0.05)
+            child.group_timer = self.timers.add(child.group_delay, lambda: self.poll_group(child))
+
+    def finish(self, child):
+        """Drain the pipes, forward the rest of the output, send `done`, forget the child."""
+        try:
+            # Everything the job's processes wrote is in the pipes now (they are dead), so
+            # this drains them; the bound is for a process that left the group and still
+            # holds a pipe open.
+            self.read_result(child, max_reads=1024)
+            for stream in child.streams:
+                self.read_output(child, stream, max_reads=64)
+                self.forward_lines(child, stream, final=True)
+            if child.out_dropped:
+                self.send({'op': 'output', 'job_id': child.job_id, 'stream': 'stderr',
+                           'text': '[runq: output cut at %d bytes; %d more bytes dropped]'
+                                   % (self.cfg.max_output_bytes, child.out_dropped)})
+        except StreamBroken:
+            raise
+        except Exception:
+            traceback.print_exc()  # and still answer: a job must never miss its done
+        for fd in child.fds():
+            self.close_fd(fd)
+        child.result_fd = None
+        for stream in child.streams:
+            stream.fd = None
+        child.finished = True
+        Timers.cancel(child.kill_timer)
+        Timers.cancel(child.group_timer)
+        del self.children[child.job_id]
+        try:
+            done = self.done_frame(child)
+        except ValueError as e:  # a result too large to frame: should not happen (caps)
+            done = frame_of('{"op":"done","job_id":%s,"outcome":"failed","exc_string":%s}'
+                            % (json_str(child.job_id), json_str('runq host: %s' % e)))
+        self.send_frame(done)
+
+    def done_frame(self, child):
+        status = child.status
+        exit_code = sig = None
+        if status is not None:
+            if os.WIFSIGNALED(status):
+                sig = os.WTERMSIG(status)
+            elif os.WIFEXITED(status):
+                exit_code = os.WEXITSTATUS(status)
+        head = '{"op":"done","job_id":%s,' % json_str(child.job_id)
+        body = child.complete_result()
+        if body is not None and not child.kill_requested:
+            return frame_of(head.encode('utf-8', 'replace') + body[1:])
+        if child.kill_requested:
+            return frame_of('%s"outcome":"killed","signal":%s,"exit_code":%s}'
+                            % (head, json_opt_int(sig), json_opt_int(exit_code)))
+        signal_msg = ' (signal %d)' % sig if sig is not None else ''
+        exc_string = 'Work-horse terminated unexpectedly; waitpid returned %s%s; ' % (status, signal_msg)
+        return frame_of('%s"outcome":"crashed","exit_code":%s,"signal":%s,"exc_string":%s}'
+                        % (head, json_opt_int(exit_code), json_opt_int(sig), json_str(exc_string)))
+
+    # -- shutdown ------------------------------------------------------------------------
+
+    def shutdown(self, exit_code):
+        """EOF (or a broken stream): SIGKILL every job's group, reap them, exit."""
+        for child in list(self.children.values()):
+            signal_group(child.pid, signal.SIGKILL)
+        for child in list(self.children.values()):
+            if child.pid in self.by_pid:
+                try:
+                    os.waitpid(child.pid, 0)
+                except ChildProcessError:
+                    pass
+        deadline = time.monotonic() + 2.0
+        for child in list(self.children.values()):
+            while group_alive(child.pid) and time.monotonic() < deadline:
+                signal_group(child.pid, signal.SIGKILL)
+                time.sleep(0.002)
+        os._exit(exit_code)
+
+
+def signal_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def group_alive(pgid):
+    """Reap the group's processes orphaned to the host, then: is anything left in it?"""
+    while True:
+        try:
+            pid, _ = os.waitpid(-pgid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_PAGE_SIZE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096
+
+
+def rss_bytes():
+    try:
+        with open('/proc/self/statm', 'rb') as f:
+            return int(f.read().split()[1]) * _PAGE_SIZE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+# ----------------------------------------------------------------------------------------
+# main
+
+
+def read_init_frame(fd):
+    reader = FrameReader()
+    while True:
+        body = reader.next_body()
+        if body is not None:
+            return body
+        data = os.read(fd, READ_CHUNK)
+        if not data:
+            raise StreamBroken('EOF before the init frame', exit_code=0)
+        reader.feed(data)
+
+
+def main():
+    # The protocol stream gets private fds; fd 1 -> stderr and fd 0 -> /dev/null, so prints
+    # and stdin reads of the host or of preloaded modules never touch it.
+    proto_out = os.dup(1)
+    proto_in = os.dup(0)
+    os.dup2(2, 1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    # The worker owns the host's lifetime (EOF on stdin stops it; SIGKILL always works):
+    # a Ctrl-C or a SIGTERM sent to the whole process group must not take running jobs
+    # down behind the worker's back (it may be finishing them in a warm shutdown).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, 'pthread_sigmask'):
+        signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+    def fatal(message):
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        try:
+            write_all(proto_out, encode_frame({'op': 'fatal', 'error': one_line(message)}))
+        except OSError:
+            pass
+        os._exit(EXIT_FATAL)
+
+    try:
+        body = read_init_frame(proto_in)
+        frame = decode_body(body)
+    except StreamBroken as e:
+        os._exit(e.exit_code)
+    except Exception as e:
+        fatal('bad init frame: %s' % exc_last_line(e))
+    try:
+        cfg, error = preload(frame)
+    except BaseException as e:
+        traceback.print_exc()
+        cfg, error = None, 'host error during init: %s' % exc_last_line(e)
+    if error is not None:
+        fatal(error)
+    sys.stdout.flush()  # what preloaded modules printed, before any fork can copy it
+    prctl = load_libc_prctl()
+    if prctl is not None:
+        prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    host = Host(proto_in, proto_out, cfg, prctl)
+    try:
+        host.send({'op': 'ready', 'protocol': PROTOCOL_VERSION, 'pid': os.getpid(),
+                   'python': '%d.%d.%d' % tuple(sys.version_info[:3]), 'rq': str(cfg.rq.version)})
+    except StreamBroken:
+        os._exit(0)
+    host.run()
+
+
+if __name__ == '__main__':
+    main()
