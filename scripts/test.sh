@@ -10,3 +10,6 @@ command -v openssl >/dev/null || { echo "test.sh: openssl is not on PATH (apt-ge
 bash scripts/setup-python.sh
 cargo build --workspace --bins
 cargo test --workspace
+# The Python task host's own suite, against real rq 3.0.0 and 1.16.2.
+.venv/rq3/bin/python tests/py/test_python_host.py
+.venv/rq116/bin/python tests/py/test_python_host.py

@@ -111,6 +111,7 @@ struct Running {
     child: Child,
     pid: u32,
     stdout: ChildStdout,
+    /// The writer's channel: the host's stdin closes when the last sender is gone.
     tx: mpsc::UnboundedSender<ToHost>,
 }
 
@@ -320,10 +321,14 @@ impl PythonHost {
         });
     }
 
-    /// Reads the host's frames until it is gone; returns how it ended.
+    /// Reads the host's frames until it is gone; returns how it ended. Once the worker
+    /// stops the host, its input is closed (the host then kills what runs and exits) and
+    /// the frames still coming are read to the end.
     async fn serve(&self, mut running: Running) -> String {
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut seq = 0u64;
+        let mut availability = self.availability.subscribe();
+        let mut tx = Some(running.tx);
         let ended = loop {
             tokio::select! {
                 frame = frames::read(&mut running.stdout) => match frame {
@@ -334,13 +339,20 @@ impl PythonHost {
                     Ok(None) => break None,
                     Err(e) => break Some(e.to_string()),
                 },
-                _ = ping.tick() => {
+                _ = ping.tick(), if tx.is_some() => {
                     seq += 1;
-                    let _ = running.tx.send(ToHost::Ping { seq });
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(ToHost::Ping { seq });
+                    }
+                }
+                changed = availability.changed(), if tx.is_some() => {
+                    if changed.is_err() || matches!(*availability.borrow(), Availability::Stopped) {
+                        tx = None;
+                    }
                 }
             }
         };
-        drop(running.tx);
+        drop(tx);
         let status = tokio::time::timeout(Duration::from_secs(5), running.child.wait()).await;
         let how = match status {
             Ok(Ok(s)) => describe_exit(&s),
