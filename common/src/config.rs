@@ -572,6 +572,11 @@ fn line_of(text: &str, needle: &str) -> usize {
         .unwrap_or(1)
 }
 
+/// A queue name runq accepts: `[A-Za-z0-9_.-]+` (the worker's config and the CLI alike).
+pub fn valid_queue_name(s: &str) -> bool {
+    valid_name(s)
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()

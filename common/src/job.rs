@@ -257,7 +257,8 @@ pub fn validate_job_id(id: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "job id `{id}` must match [A-Za-z0-9_-]+"
+            "job id `{}` must match [A-Za-z0-9_-]+",
+            crate::echo::clip(id, 80).escape_debug()
         )))
     }
 }

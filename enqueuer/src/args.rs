@@ -2,6 +2,7 @@
 //! or `12h`, `k=JSON` keyword pairs and times for scheduling.
 
 use crate::CliError;
+use runq_common::ints::MAX_TTL;
 use serde_json::Value;
 
 /// A job argument: a JSON value, or a bare word that is not JSON taken as a string.
@@ -22,11 +23,13 @@ pub fn kwarg(s: &str) -> Result<(String, Value), CliError> {
     Ok((k.to_string(), json_or_string(v)))
 }
 
-/// Seconds from `90`, `90s`, `15m`, `12h`, `2d`; `-1` passes through.
+/// Seconds from `90`, `90s`, `15m`, `12h`, `2d`; `-1` passes through. At most
+/// [`MAX_TTL`] (ten years): anything longer is refused, never wrapped.
 pub fn seconds(flag: &str, s: &str) -> Result<i64, CliError> {
+    let shown = runq_common::echo::clip(s, 40).escape_debug().to_string();
     let bad = || {
         CliError::Usage(format!(
-            "{flag} `{s}`: expected seconds or a duration like 30s, 15m, 12h, 2d"
+            "{flag} `{shown}`: expected seconds or a duration like 30s, 15m, 12h, 2d"
         ))
     };
     if s == "-1" {
@@ -39,11 +42,16 @@ pub fn seconds(flag: &str, s: &str) -> Result<i64, CliError> {
         Some('d') => (&s[..s.len() - 1], 86400),
         _ => (s, 1),
     };
-    let n: i64 = num.parse().map_err(|_| bad())?;
+    let n = runq_common::ints::parse_int(num).ok_or_else(bad)?;
     if n < 0 {
         return Err(bad());
     }
-    Ok(n * mult)
+    match n.checked_mul(mult) {
+        Some(secs) if secs <= MAX_TTL => Ok(secs),
+        _ => Err(CliError::Usage(format!(
+            "{flag} `{shown}`: longer than {MAX_TTL} seconds (ten years)"
+        ))),
+    }
 }
 
 /// An absolute time for `--at`: RFC 3339 (`2026-11-23T18:00:00Z`) or epoch seconds.
@@ -77,5 +85,10 @@ mod tests {
         assert_eq!(seconds("--timeout", "-1").unwrap(), -1);
         assert!(seconds("--timeout", "soon").is_err());
         assert_eq!(at_time("1970-01-01T00:01:00Z").unwrap(), 60);
+        for huge in ["213503982334602d", "9223372036854775807", "315360001"] {
+            let e = seconds("--timeout", huge).unwrap_err().to_string();
+            assert!(e.contains("--timeout"), "{e}");
+        }
+        assert_eq!(seconds("--ttl", "3650d").unwrap(), 315_360_000);
     }
 }

@@ -5,7 +5,7 @@
 //! otherwise. A bad line is reported with its line number and does not stop the others,
 //! unless `--strict`, which enqueues nothing when any line is bad.
 
-use crate::enqueue::{build, EnqueueArgs};
+use crate::new_job::{build, EnqueueArgs};
 use crate::CliError;
 use runq_common::rq::{self, NewJob};
 use runq_common::Config;

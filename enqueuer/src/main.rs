@@ -1,7 +1,6 @@
 //! `runq`: the command-line client. Enqueues jobs and inspects jobs, queues and workers.
 //! Every failure prints one line naming what went wrong and exits non-zero.
 
-mod args;
 mod batch;
 mod bench;
 mod bench_locks;
@@ -10,9 +9,12 @@ mod enqueue;
 mod info;
 mod job;
 mod locks;
+mod new_job;
 mod prep;
 mod runstate;
 mod tail;
+
+pub use runq_enqueuer::{args, CliError};
 
 use clap::{Parser, Subcommand};
 use runq_common::Config;
@@ -40,7 +42,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Enqueue one job; prints the job id alone on the last line.
-    Enqueue(Box<enqueue::EnqueueArgs>),
+    Enqueue(Box<new_job::EnqueueArgs>),
     /// Show one job: status, origin, timestamps, worker, result or failure.
     Job(job::JobArgs),
     /// Queues with their counts and workers with their state, like `rq info`.
@@ -77,19 +79,6 @@ enum Command {
     Prep(prep::PrepArgs),
     /// Follow a run's status lines (DB 2) live.
     Tail(tail::TailArgs),
-}
-
-/// A command's failure, printed as one line.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Common(#[from] runq_common::Error),
-    #[error("{0}")]
-    Usage(String),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("{0}")]
-    Other(String),
 }
 
 fn main() -> ExitCode {

@@ -335,7 +335,9 @@ impl Worker {
         });
     }
 
-    /// Runs the fetcher and one processor per slot until every slot has drained.
+    /// Runs the fetcher and one processor per slot until every slot has drained. A slot
+    /// whose loop panicked (outside a job's execution, which catches its own panics) is
+    /// cleared — its job, if any, is left to recovery — and started again.
     pub async fn run_slots(&self) -> FetchEnd {
         let ctx = &self.ctx;
         let (fetcher, handle) = Fetcher::new(
@@ -347,15 +349,24 @@ impl Worker {
         );
         let fetch = tokio::spawn(fetcher.run());
         let mut processors = tokio::task::JoinSet::new();
+        let mut slot_of = std::collections::HashMap::new();
         for slot in 0..ctx.slots.len() {
-            processors.spawn(processor::run_slot(slot, ctx.clone(), handle.clone()));
+            let task = processors.spawn(processor::run_slot(slot, ctx.clone(), handle.clone()));
+            slot_of.insert(task.id(), slot);
         }
-        drop(handle);
-        while let Some(r) = processors.join_next().await {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "a slot ended abnormally");
+        while let Some(ended) = processors.join_next_with_id().await {
+            let Err(e) = ended else { continue };
+            let Some(slot) = slot_of.remove(&e.id()) else {
+                continue;
+            };
+            tracing::error!(slot = %ctx.slots.names[slot], error = %e, "a slot's loop ended abnormally; its job (if any) is left to recovery");
+            ctx.slots.clear(slot);
+            if !ctx.shutdown.is_warm() {
+                let task = processors.spawn(processor::run_slot(slot, ctx.clone(), handle.clone()));
+                slot_of.insert(task.id(), slot);
             }
         }
+        drop(handle);
         fetch.await.unwrap_or(FetchEnd::Stopped)
     }
 
