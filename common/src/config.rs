@@ -91,11 +91,19 @@ impl PythonConfig {
                 ));
             }
         }
-        for m in self.preload.iter().chain(self.before_job.iter()) {
+        for m in &self.preload {
             if !valid_dotted(m) {
                 return Err((
                     m.clone(),
-                    format!("python: `{m}` is not a dotted Python name (module.function)"),
+                    format!("python.preload: `{m}` is not a dotted Python module name"),
+                ));
+            }
+        }
+        if let Some(b) = &self.before_job {
+            if !valid_dotted(b) || !b.contains('.') {
+                return Err((
+                    b.clone(),
+                    format!("python.before_job: `{b}` is not `module.function`"),
                 ));
             }
         }
@@ -491,6 +499,15 @@ impl Config {
             if let Err((needle, message)) = python.check() {
                 return Err(fail(&needle, message));
             }
+        } else if let Some((name, _)) = self
+            .tasks
+            .iter()
+            .find(|(_, t)| t.handler.as_deref() == Some("python"))
+        {
+            return Err(fail(
+                name,
+                format!("task `{name}`: handler `python` needs a [python] section"),
+            ));
         }
         Ok(())
     }
@@ -564,10 +581,19 @@ impl TaskConfig {
     }
 }
 
-/// Line number (1-based) of the first line mentioning `needle`, or 1.
+/// Line number (1-based) of the line `needle` is most likely about: the first line that
+/// sets it as a key (`needle = ...`), else the first non-comment line mentioning it, else 1.
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines()
-        .position(|l| l.contains(needle))
+    let code = |l: &str| l.split('#').next().unwrap_or("").to_string();
+    let lines: Vec<String> = text.lines().map(code).collect();
+    lines
+        .iter()
+        .position(|l| {
+            let t = l.trim_start();
+            t.strip_prefix(needle)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .or_else(|| lines.iter().position(|l| l.contains(needle)))
         .map(|i| i + 1)
         .unwrap_or(1)
 }

@@ -52,6 +52,28 @@ impl fmt::Display for TaskError {
 
 impl std::error::Error for TaskError {}
 
+/// Longest summary put on a failure's first line (and on the log line of a failed job).
+pub const SUMMARY_CHARS: usize = 300;
+
+/// The line that says what went wrong: after a Python traceback, its last unindented
+/// line (`ValueError: boom`); otherwise the last non-empty line. Cut to a bounded length.
+pub fn summary(stderr: &str) -> Option<String> {
+    let lines = || stderr.lines().map(str::trim_end).filter(|l| !l.is_empty());
+    let line = match stderr.rfind("Traceback (most recent call last):") {
+        Some(at) => stderr[at..]
+            .lines()
+            .map(str::trim_end)
+            .rfind(|l| !l.is_empty() && !l.starts_with(char::is_whitespace))
+            .or_else(|| lines().next_back()),
+        None => lines().next_back(),
+    }?;
+    let line = line.trim();
+    Some(match line.char_indices().nth(SUMMARY_CHARS) {
+        Some((at, _)) => format!("{}...", &line[..at]),
+        None => line.to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

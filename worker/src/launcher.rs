@@ -6,8 +6,10 @@
 //! [`Worker::run_slots`] (the fetcher and one processor per slot, until they drain) →
 //! [`Worker::stop`] (exit phase, services joined, workers deregistered).
 
+use crate::callbacks::Callbacks;
 use crate::commands::Commands;
 use crate::fetch::{FetchEnd, Fetcher};
+use crate::followups::Followups;
 use crate::heartbeat::Heartbeat;
 use crate::maintenance::Maintenance;
 use crate::metrics::{Labels, Metrics};
@@ -25,6 +27,7 @@ use crate::tasks::python::{PythonHost, PythonTask};
 use crate::tasks::table::TaskTable;
 use crate::tasks::{Registry, Task};
 use crate::watchdog::Watchdog;
+use crate::webhooks::{WebhookSender, Webhooks};
 use redis::aio::MultiplexedConnection;
 use runq_common::config::{Config, QueueConfig};
 use runq_common::connect::{self, SharedConnection};
@@ -124,6 +127,7 @@ pub struct Worker {
     burst: bool,
     identity: Identity,
     metrics_listener: Option<TcpListener>,
+    webhook_sender: Option<WebhookSender>,
     python: Option<Arc<PythonHost>>,
     tracker: TaskTracker,
 }
@@ -193,6 +197,11 @@ impl Worker {
             config.worker.concurrency + 4,
         )?);
         let run_services = Arc::new(RunServices::new(&config, metrics.clone())?);
+        let (webhooks, webhook_sender) = Webhooks::new(metrics.clone());
+        let followups = Followups {
+            webhooks,
+            callbacks: Callbacks::new(registry.callbacks(), python.clone()),
+        };
         Ok(Worker {
             ctx: Arc::new(ProcessorContext {
                 config,
@@ -202,10 +211,12 @@ impl Worker {
                 slots,
                 shutdown,
                 metrics,
+                followups,
             }),
             burst: opts.burst,
             identity,
             metrics_listener,
+            webhook_sender: Some(webhook_sender),
             python,
             tracker: TaskTracker::new(),
         })
@@ -268,8 +279,12 @@ impl Worker {
             Maintenance {
                 config: config.clone(),
                 redis: redis.clone(),
+                followups: ctx.followups.clone(),
             },
         );
+        if let Some(sender) = self.webhook_sender.take() {
+            service::spawn(tracker, shutdown, sender);
+        }
         if config.worker.scheduler && !self.burst {
             service::spawn(
                 tracker,

@@ -18,7 +18,10 @@
 //! - [`processor`]: one slot's loop: fetch → execute → complete.
 //! - [`execute`]: decode, resolve, call through the [`layers`], map to a completion.
 //! - [`layers`]: run state and deadline around the handler.
-//! - [`complete`]: the completion record (result, registries, retries, dependents).
+//! - [`complete`]: the completion record (result, registries, retries, repeats, rate
+//!   limits, dependents).
+//! - [`callbacks`]: RQ 3.0 job callbacks, Rust or Python; [`followups`] and
+//!   [`webhooks`]: what happens after a final state is saved.
 //! - [`tasks`]: handlers — native, exec, the Python task host — and the task table.
 //! - [`error`]: [`TaskError`], a job's failure as a value.
 //!
@@ -33,11 +36,13 @@
 //! - [`watchdog`], [`notify`]: systemd readiness and watchdog.
 //! - [`logging`]: log output.
 
+pub mod callbacks;
 pub mod commands;
 pub mod complete;
 pub mod error;
 pub mod execute;
 pub mod fetch;
+pub mod followups;
 pub mod heartbeat;
 pub mod job;
 pub mod launcher;
@@ -57,6 +62,7 @@ pub mod signals;
 pub mod slots;
 pub mod tasks;
 pub mod watchdog;
+pub mod webhooks;
 
 pub use error::TaskError;
 pub use launcher::{run, WorkerOptions};

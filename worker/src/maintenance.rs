@@ -2,21 +2,26 @@
 //! ([`runq_common::scripts::maintenance`]) recovers abandoned jobs (their
 //! started-registry deadline passed on Redis's clock because the owning process died) by
 //! failing them with RQ's AbandonedJobError text or requeueing them, honouring retries;
-//! trims expired finished/failed entries; clears stale intermediate-list entries left by
-//! Python workers; drops dead worker records. Scripts are atomic, so several processes
+//! trims expired finished/failed entries; pushes what a crashed Python 3.0 worker left in
+//! the ready registry; clears stale intermediate-list entries left by Python workers;
+//! drops dead worker records; then frees rate-limit slots no job holds any more. Jobs it
+//! failed get their failure callbacks and webhooks through [`Followups`]. Scripts are atomic, so several processes
 //! running maintenance never double-handle a job.
 
+use crate::followups::Followups;
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use runq_common::config::Config;
 use runq_common::connect::SharedConnection;
 use runq_common::scripts::maintenance::{self, Pass, PassReply, PassReport};
+use runq_common::scripts::rate_limits::{self, SweepReport};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Maintenance {
     pub config: Arc<Config>,
     pub redis: SharedConnection,
+    pub followups: Followups,
 }
 
 impl Service for Maintenance {
@@ -27,15 +32,26 @@ impl Service for Maintenance {
         loop {
             for q in self.config.queue_names() {
                 match self.pass(&q).await {
-                    Ok(PassReply::Done(r)) if r != PassReport::default() => {
-                        tracing::info!(queue = %q, report = ?r, "maintenance recovered jobs")
+                    Ok(PassReply::Done(r, failed)) => {
+                        if r != PassReport::default() {
+                            tracing::info!(queue = %q, report = ?r, "maintenance recovered jobs");
+                        }
+                        self.followups
+                            .after_abandoned(&self.redis, &self.config.keys(), failed);
                     }
-                    Ok(_) => {}
+                    Ok(PassReply::Busy) => {}
                     Err(e) => {
                         tracing::warn!(queue = %q, error = %e, "maintenance failed; will retry");
                         self.redis.reset().await;
                     }
                 }
+            }
+            match self.sweep_rate_limits().await {
+                Ok(r) if r != SweepReport::default() => {
+                    tracing::info!(report = ?r, "rate-limit slots no job holds were freed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "rate-limit sweep failed; will retry"),
             }
             if !shutdown.sleep(period).await {
                 return;
@@ -45,6 +61,12 @@ impl Service for Maintenance {
 }
 
 impl Maintenance {
+    /// The rate-limit sweep (once per pass, not per queue).
+    pub async fn sweep_rate_limits(&self) -> runq_common::Result<SweepReport> {
+        let mut conn = self.redis.get().await?;
+        Ok(rate_limits::sweep(&mut conn, &self.config.keys()).await?)
+    }
+
     /// One pass over one queue.
     pub async fn pass(&self, queue: &str) -> runq_common::Result<PassReply> {
         let heartbeat = self.config.worker.heartbeat_secs;

@@ -118,6 +118,14 @@ pub struct Metrics {
     python_rss: Gauge,
     python_children: Gauge,
     python_restarts: Counter,
+    webhooks: Family<OutcomeLabels, Counter>,
+}
+
+/// The label of `runq_webhooks_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `sent`, `failed` or `dropped`.
+    pub outcome: String,
 }
 
 impl Metrics {
@@ -198,9 +206,16 @@ impl Metrics {
             "Times the Python task host died and was started again",
             python_restarts.clone(),
         );
+        let webhooks = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "RQ webhooks by outcome: sent, failed (the request failed; the job is unaffected) or dropped (too many waiting)",
+            webhooks.clone(),
+        );
         Metrics {
             enabled,
             labels,
+            webhooks,
             registry,
             jobs,
             job_seconds,
@@ -267,6 +282,15 @@ impl Metrics {
     pub fn set_python_host(&self, rss_bytes: u64, children: u64) {
         self.python_rss.set(rss_bytes as i64);
         self.python_children.set(children as i64);
+    }
+
+    /// A webhook was sent, failed or dropped.
+    pub fn webhook(&self, outcome: &str) {
+        self.webhooks
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// The Python host died and is being started again.

@@ -6,6 +6,7 @@
 use crate::complete;
 use crate::execute::{execute, ExecContext};
 use crate::fetch::{Claimed, FetchHandle};
+use crate::followups::Followups;
 use crate::layers::deadline::panic_text;
 use crate::layers::LayerContext;
 use crate::metrics::Metrics;
@@ -29,6 +30,7 @@ pub struct ProcessorContext {
     pub slots: Arc<Slots>,
     pub shutdown: Shutdown,
     pub metrics: Arc<Metrics>,
+    pub followups: Followups,
 }
 
 /// Runs slot `slot` until the fetcher has no more jobs for it.
@@ -37,6 +39,7 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
         table: &ctx.table,
         layers: LayerContext {
             run_services: &ctx.run_services,
+            callbacks: &ctx.followups.callbacks,
             requeue_on_shutdown: ctx.config.worker.interrupted_jobs
                 == InterruptedJobPolicy::Requeue,
             shutdown: &ctx.shutdown,
@@ -71,6 +74,9 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
         let secs = (chrono::Utc::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
         ctx.metrics.job_done(&job, recorded, secs);
         log_outcome(&job, &completion, recorded, secs);
+        if let Some(recorded) = recorded {
+            ctx.followups.after_completion(&job, &completion, recorded);
+        }
     }
     tracing::debug!(worker = %ctx.slots.names[slot], "slot stopped");
 }
@@ -88,8 +94,8 @@ fn log_outcome(
             tracing::info!(worker = %worker, job = %id, queue = %queue, secs, "job {done}")
         }
         Completion::Failure { text, .. } => {
-            let first = text.lines().next().unwrap_or("");
-            tracing::warn!(worker = %worker, job = %id, queue = %queue, secs, error = %runq_common::echo::clip(first, 300), "job {done}")
+            let summary = crate::error::summary(text).unwrap_or_default();
+            tracing::warn!(worker = %worker, job = %id, queue = %queue, secs, error = %summary, "job {done}")
         }
         _ => tracing::warn!(worker = %worker, job = %id, queue = %queue, secs, "job {done}"),
     }

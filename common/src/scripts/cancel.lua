@@ -1,8 +1,10 @@
 -- Cancel a job that has not started (RQ's job.cancel()): status canceled, out of its
--- queue or waiting registry, into rq:canceled:<origin> (scored on Redis's clock).
--- ARGV: prefix, id
+-- queue or waiting registry, into rq:canceled:<origin> (scored on Redis's clock). A
+-- rate-limited job leaves its waiting line, and gives back the slot it held (promoting
+-- the next waiter), as RQ's RateLimitRegistry.cancel does.
+-- ARGV: prefix, id, now_text
 -- Returns the previous status, or an error.
-local id = ARGV[2]
+local id, now_text = ARGV[2], ARGV[3]
 local jk = K.job(id)
 local f = redis.call('HMGET', jk, 'status', 'origin')
 local st, origin = f[1], f[2]
@@ -17,5 +19,11 @@ redis.call('LREM', K.queue(origin), 1, id)
 redis.call('ZREM', K.deferred(origin), id)
 redis.call('ZREM', K.scheduled(origin), id)
 redis.call('HSET', jk, 'status', 'canceled')
-redis.call('ZADD', K.canceled(origin), math.floor(server_now()), id)
+local now = server_now()
+redis.call('ZADD', K.canceled(origin), math.floor(now), id)
+local k = rate_limit_of(id)
+if k then
+  redis.call('ZREM', K.rl_waiting(k), id)
+  if redis.call('ZREM', K.rl_allowed(k), id) == 1 then rl_promote(k, now, now_text) end
+end
 return st

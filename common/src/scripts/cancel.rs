@@ -3,6 +3,7 @@
 
 use super::script;
 use crate::keys::Keys;
+use crate::timefmt::Stamp;
 use redis::aio::ConnectionLike;
 
 /// Cancels `id`; returns its previous status. A job that does not exist, runs or already
@@ -16,6 +17,7 @@ pub async fn cancel<C: ConnectionLike + Send>(
         .prepare_invoke()
         .arg(keys.prefix())
         .arg(id)
+        .arg(Stamp::now().text)
         .invoke_async(conn)
         .await
 }

@@ -25,6 +25,14 @@ pub enum Completion {
     /// The execution is no longer ours (its started-registry entry was taken): only this
     /// worker's own state is cleared.
     Lost,
+    /// The function returned an `rq.Retry` (RQ 3.0): a RETRIED result and a requeue, or
+    /// failed once `max` attempts were made. `return_value` is the serialized Retry, base64.
+    RetryValue {
+        return_value: String,
+        max: i64,
+        intervals: Vec<i64>,
+        at_front: bool,
+    },
 }
 
 impl Completion {
@@ -39,6 +47,24 @@ impl Completion {
             ),
             Completion::Requeue => ("requeue", String::new()),
             Completion::Lost => ("lost", String::new()),
+            Completion::RetryValue { return_value, .. } => ("retry_value", return_value.clone()),
+        }
+    }
+
+    /// `retry_max`, `retry_intervals_json`, `retry_at_front` for a returned Retry.
+    fn retry_args(&self) -> (i64, String, &'static str) {
+        match self {
+            Completion::RetryValue {
+                max,
+                intervals,
+                at_front,
+                ..
+            } => (
+                *max,
+                serde_json::to_string(intervals).unwrap_or_else(|_| "[]".into()),
+                if *at_front { "1" } else { "0" },
+            ),
+            _ => (0, String::new(), "0"),
         }
     }
 }
@@ -49,6 +75,10 @@ pub enum Recorded {
     Finished,
     /// Finished with `result_ttl = 0`: the job was deleted.
     Deleted,
+    /// Finished and put back on its queue for its next run (RQ 3.0's Repeat).
+    Repeated,
+    /// Finished and scheduled for its next run after an interval.
+    RepeatScheduled,
     /// Failed and put back on its queue (retries left).
     Retried,
     /// Failed and scheduled for a retry after an interval.
@@ -64,6 +94,8 @@ impl Recorded {
         match self {
             Recorded::Finished => "finished",
             Recorded::Deleted => "deleted",
+            Recorded::Repeated => "repeated",
+            Recorded::RepeatScheduled => "repeat_scheduled",
             Recorded::Retried => "retried",
             Recorded::Scheduled => "scheduled",
             Recorded::Failed => "failed",
@@ -77,6 +109,8 @@ impl Recorded {
         Some(match s {
             "finished" => Recorded::Finished,
             "deleted" => Recorded::Deleted,
+            "repeated" => Recorded::Repeated,
+            "repeat_scheduled" => Recorded::RepeatScheduled,
             "retried" => Recorded::Retried,
             "scheduled" => Recorded::Scheduled,
             "failed" => Recorded::Failed,
@@ -121,6 +155,7 @@ pub async fn complete<C: ConnectionLike + Send>(
     let now = Stamp::now();
     let working = (now.at - exec.started.at).num_microseconds().unwrap_or(0) as f64 / 1e6;
     let (kind, payload) = completion.kind_and_payload();
+    let (retry_max, retry_intervals, retry_at_front) = completion.retry_args();
     let reply: String = script!("complete.lua")
         .prepare_invoke()
         .arg(keys.prefix())
@@ -136,6 +171,9 @@ pub async fn complete<C: ConnectionLike + Send>(
         .arg(format!("{working}"))
         .arg(defaults.result_ttl)
         .arg(defaults.failure_ttl)
+        .arg(retry_max)
+        .arg(retry_intervals)
+        .arg(retry_at_front)
         .invoke_async(conn)
         .await?;
     Recorded::parse(&reply).ok_or_else(|| unexpected("complete", format!("reply {reply:?}")))

@@ -1,14 +1,16 @@
 -- One maintenance pass over one queue, atomic (common/src/scripts/maintenance.rs is its
 -- typed boundary): trims expired finished/failed entries, recovers abandoned jobs
--- (started-registry deadline passed on Redis's clock: the owning process died), clears
--- stale intermediate-list entries left by Python workers and drops dead worker records.
+-- (started-registry deadline passed on Redis's clock: the owning process died; at most
+-- 1000 per pass) giving back their rate-limit slots, pushes what a crashed Python 3.0
+-- worker left in the ready registry, clears stale intermediate-list entries left by
+-- Python workers and drops dead worker records.
 -- Skips the queue while Python RQ's own cleanup holds rq:clean_registries:<q>.
 -- After a stall (no runq process beat for longer than `stall_gap`: Redis was paused or
 -- unreachable for everyone), recovery waits one `lease` so live workers can beat first.
 -- ARGV: prefix, now_text, queue, policy (fail|requeue), default_failure_ttl,
 --       abandoned_exc_b64, stuck_exc_b64, lease_secs, stall_gap_secs
 -- Returns {abandoned_failed, abandoned_requeued, abandoned_retried, intermediate_cleared,
--- dead_workers, deferred_by_stall} or {'busy'}.
+-- dead_workers, deferred_by_stall, ready_moved, {failed job id...}} or {'busy'}.
 local now_text, q = ARGV[2], ARGV[3]
 local policy, default_ft = ARGV[4], tonumber(ARGV[5])
 local abandoned_exc, stuck_exc = ARGV[6], ARGV[7]
@@ -25,15 +27,24 @@ end
 redis.call('ZREMRANGEBYSCORE', K.finished(q), 0, math.floor(now))
 redis.call('ZREMRANGEBYSCORE', K.failed(q), 0, math.floor(now))
 
+local failed_ids = {}
+-- Fails one job for good (its failure callback and webhooks are the worker's, after).
 local function fail(id, exc)
+  local k = rate_limit_of(id)
   fail_job(id, q, 'failed', now_text, now, default_ft, {'worker_name', '', 'exc_string', exc})
+  rl_settle(k, id, 'failed', now, now_text)
+  failed_ids[#failed_ids + 1] = id
 end
 
 -- Retry (per retries_left/retry_intervals), requeue or fail one abandoned job.
 local function recover(id, exc)
-  if retry_job(id, q, now_text, now) then return 'retried' end
+  local r = retry_job(id, q, now_text, now)
+  if r then
+    if r == 'scheduled' then rl_settle(rate_limit_of(id), id, 'scheduled', now, now_text) end
+    return 'retried'
+  end
   if policy == 'requeue' then
-    push_queued(id, q, now_text, true)
+    requeue_front(id, q, now, now_text)
     return 'requeued'
   end
   fail(id, exc)
@@ -42,7 +53,7 @@ end
 
 local failed, requeued, retried, stuck, dead, deferred = 0, 0, 0, 0, 0, 0
 local wip = K.started(q)
-local expired = redis.call('ZRANGEBYSCORE', wip, '-inf', '(' .. now)
+local expired = redis.call('ZRANGEBYSCORE', wip, '-inf', '(' .. now, 'LIMIT', 0, 1000)
 if now < stall_until then
   deferred = #expired
   expired = {}
@@ -60,6 +71,19 @@ for _, m in ipairs(expired) do
   if redis.call('HGET', K.job(id), 'status') == 'started' then
     local r = recover(id, abandoned_exc)
     if r == 'failed' then failed = failed + 1 elseif r == 'requeued' then requeued = requeued + 1 else retried = retried + 1 end
+  end
+end
+
+-- Jobs a crashed Python 3.0 worker left between its two dependent-release steps (RQ's
+-- ReadyJobRegistry.cleanup): still `ready_to_enqueue` → onto the queue (through the
+-- limiter when rate-limited); anything else only leaves the registry.
+local ready_moved = 0
+for _, id in ipairs(redis.call('ZRANGE', K.ready(q), 0, 999)) do
+  redis.call('ZREM', K.ready(q), id)
+  local f = redis.call('HMGET', K.job(id), 'status', 'origin', 'enqueue_at_front')
+  if f[1] == 'ready_to_enqueue' then
+    enqueue_job(id, f[2] or q, now, now_text, f[3] == '1')
+    ready_moved = ready_moved + 1
   end
 end
 
@@ -98,4 +122,4 @@ for _, wk in ipairs(redis.call('SMEMBERS', K.queue_workers(q))) do
     dead = dead + 1
   end
 end
-return {failed, requeued, retried, stuck, dead, deferred}
+return {failed, requeued, retried, stuck, dead, deferred, ready_moved, failed_ids}

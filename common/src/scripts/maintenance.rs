@@ -32,6 +32,8 @@ pub struct PassReport {
     pub dead_workers: u64,
     /// Expired entries left alone because Redis stalled moments ago.
     pub deferred_by_stall: u64,
+    /// Jobs a crashed Python worker left in the ready registry, now queued.
+    pub ready_moved: u64,
 }
 
 /// The answer of one pass.
@@ -39,7 +41,9 @@ pub struct PassReport {
 pub enum PassReply {
     /// Python RQ's own cleanup holds the queue right now.
     Busy,
-    Done(PassReport),
+    /// The counts, and the jobs the pass failed for good (their failure callbacks and
+    /// webhooks are the worker's to run).
+    Done(PassReport, Vec<String>),
 }
 
 /// Runs one pass.
@@ -71,21 +75,30 @@ pub async fn pass<C: ConnectionLike + Send>(
         .arg(pass.stall_gap_secs)
         .invoke_async(conn)
         .await?;
-    if let Ok(v) = redis::from_redis_value::<Vec<String>>(reply.clone()) {
-        if v.first().map(String::as_str) == Some("busy") {
-            return Ok(PassReply::Busy);
-        }
+    let redis::Value::Array(mut items) = reply else {
+        return Err(unexpected("maintenance", "not an array"));
+    };
+    if items.len() == 1 {
+        return Ok(PassReply::Busy);
     }
-    let c: Vec<u64> = redis::from_redis_value(reply)?;
-    let [failed, requeued, retried, stuck, dead, deferred] = c[..] else {
+    let failed_ids = match items.pop() {
+        Some(v) => redis::from_redis_value::<Vec<String>>(v).unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let c: Vec<u64> = redis::from_redis_value(redis::Value::Array(items))?;
+    let [failed, requeued, retried, stuck, dead, deferred, ready] = c[..] else {
         return Err(unexpected("maintenance", format!("{} counts", c.len())));
     };
-    Ok(PassReply::Done(PassReport {
-        abandoned_failed: failed,
-        abandoned_requeued: requeued,
-        abandoned_retried: retried,
-        intermediate_cleared: stuck,
-        dead_workers: dead,
-        deferred_by_stall: deferred,
-    }))
+    Ok(PassReply::Done(
+        PassReport {
+            abandoned_failed: failed,
+            abandoned_requeued: requeued,
+            abandoned_retried: retried,
+            intermediate_cleared: stuck,
+            dead_workers: dead,
+            deferred_by_stall: deferred,
+            ready_moved: ready,
+        },
+        failed_ids,
+    ))
 }

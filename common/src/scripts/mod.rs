@@ -11,7 +11,8 @@
 //! | [`claim`] | worker fetch | pop by priority and record as started, for all idle slots |
 //! | [`complete`] | worker complete | result, registries, TTLs, counters, retries, dependents |
 //! | [`heartbeat`] | worker heartbeat | every slot's worker key and every running job's deadline |
-//! | [`maintenance`] | worker maintenance | abandoned jobs, expired entries, dead workers |
+//! | [`maintenance`] | worker maintenance | abandoned jobs, expired entries, ready registry, dead workers |
+//! | [`rate_limits`] | worker maintenance | RQ 3.0 rate-limit slots no job holds any more |
 //! | [`scheduler`] | worker scheduler | owner-token locks, due jobs to their queues |
 //! | [`enqueue`] | CLI, tests | save and enqueue / defer / schedule one job |
 //! | [`requeue`], [`cancel`], [`empty`] | CLI | operator commands |
@@ -23,6 +24,7 @@ pub mod empty;
 pub mod enqueue;
 pub mod heartbeat;
 pub mod maintenance;
+pub mod rate_limits;
 pub mod requeue;
 pub mod scheduler;
 

@@ -26,6 +26,13 @@ function K.executions(id) return P .. ':executions:' .. id end
 function K.suspended() return P .. ':suspended' end
 function K.scheduler_lock(q) return P .. ':scheduler-lock:' .. q end
 function K.clean_registries(q) return P .. ':clean_registries:' .. q end
+function K.ready(q) return P .. ':ready:' .. q end
+-- RQ 3.0's rate limits (RateLimit): per key k a config hash, the jobs holding a slot and
+-- the jobs waiting for one, and the set of every key in use.
+function K.rl(k) return P .. ':rl:' .. k end
+function K.rl_allowed(k) return P .. ':rl:' .. k .. ':allowed' end
+function K.rl_waiting(k) return P .. ':rl:' .. k .. ':rate_limited' end
+function K.rl_keys() return P .. ':rl-keys' end
 -- runq's own: the last time any runq process beat, and until when recovery waits after
 -- a Redis stall (see maintenance.lua).
 function K.clock() return P .. ':runq:clock' end
@@ -117,6 +124,89 @@ local function push_queued(id, origin, now_text, at_front)
   end
 end
 
+-- A job's rate limit (RQ 3.0's RateLimit): its key and concurrency when it has both
+-- (`rate_limit_key` non-empty, `rate_limit_concurrency` a positive integer), else nil.
+local function rate_limit_of(id)
+  local f = redis.call('HMGET', K.job(id), 'rate_limit_key', 'rate_limit_concurrency')
+  local c = int_in(f[2] or '', 1, MAX_RETRIES)
+  if f[1] and f[1] ~= '' and c then return f[1], c end
+  return nil, nil
+end
+
+-- Fills every free slot of rate limit `k` from its waiting line, oldest first (RQ's
+-- ACQUIRE_AND_ENQUEUE): a waiter is pushed onto its queue with status `queued`; stale
+-- entries (no hash, no origin, no longer `rate_limited`) are dropped.
+local function rl_promote(k, now, now_text)
+  local concurrency = int_in(redis.call('HGET', K.rl(k), 'concurrency') or '', 0, MAX_RETRIES) or 0
+  local promoted = 0
+  while redis.call('ZCARD', K.rl_allowed(k)) < concurrency do
+    local popped = redis.call('ZPOPMIN', K.rl_waiting(k))
+    if #popped == 0 then break end
+    local id = popped[1]
+    local f = redis.call('HMGET', K.job(id), 'origin', 'status', 'enqueue_at_front')
+    if f[1] and f[2] == 'rate_limited' then
+      redis.call('ZADD', K.rl_allowed(k), math.floor(now), id)
+      push_queued(id, f[1], now_text, f[3] == '1')
+      promoted = promoted + 1
+    end
+  end
+  return promoted
+end
+
+-- Gives back the slot `id` held under `k` (if it held one) and promotes waiters.
+local function rl_release(k, id, now, now_text)
+  redis.call('ZREM', K.rl_allowed(k), id)
+  rl_promote(k, now, now_text)
+end
+
+-- Admits a rate-limited job through its limiter (RQ's _enqueue_rate_limited_job): it
+-- waits with status `rate_limited` (first in line when `first`), then promotion may push
+-- it at once.
+local function rl_admit(id, k, concurrency, now, now_text, at_front, first)
+  redis.call('SADD', K.rl_keys(), k)
+  redis.call('HSET', K.rl(k), 'concurrency', concurrency)
+  redis.call('HSET', K.job(id), 'status', 'rate_limited')
+  if at_front then redis.call('HSET', K.job(id), 'enqueue_at_front', '1') end
+  local score = math.floor(now)
+  if first then score = 0 end
+  redis.call('ZADD', K.rl_waiting(k), score, id)
+  rl_promote(k, now, now_text)
+end
+
+-- After a job's outcome is recorded: a rate-limited job that is no longer queued or
+-- running (`status`) gives its slot back, which promotes the next waiter.
+local function rl_settle(k, id, status, now, now_text)
+  if k and status ~= 'queued' and status ~= 'started' then
+    rl_release(k, id, now, now_text)
+  end
+end
+
+-- Back to the front of its queue after an interruption (cold shutdown, or an abandoned
+-- job under policy `requeue`): a rate-limited job gives its slot back and waits first in
+-- line, so it is not run above its limit.
+local function requeue_front(id, origin, now, now_text)
+  local k, c = rate_limit_of(id)
+  if k then
+    redis.call('ZREM', K.rl_allowed(k), id)
+    redis.call('SADD', K.queues(), K.queue(origin))
+    rl_admit(id, k, c, now, now_text, true, true)
+  else
+    push_queued(id, origin, now_text, true)
+  end
+end
+
+-- Puts a waiting job (due, ready, requeued) onto its queue: through its limiter when it
+-- has a rate limit, straight onto the queue otherwise.
+local function enqueue_job(id, origin, now, now_text, at_front)
+  local k, c = rate_limit_of(id)
+  if k then
+    redis.call('SADD', K.queues(), K.queue(origin))
+    rl_admit(id, k, c, now, now_text, at_front, false)
+  else
+    push_queued(id, origin, now_text, at_front)
+  end
+end
+
 -- Is a parent with status `ps` a met dependency? A parent that no longer exists is met (RQ).
 local function dependency_met(ps, allow_failures)
   if not ps then return true end
@@ -127,7 +217,7 @@ end
 
 -- Moves every deferred dependent of `parent_id` whose dependencies are all met onto its
 -- queue, in the same atomic step as the parent's own transition.
-local function release_dependents(parent_id, now_text)
+local function release_dependents(parent_id, now, now_text)
   local dkey = K.dependents(parent_id)
   local released = 0
   for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
@@ -146,7 +236,7 @@ local function release_dependents(parent_id, now_text)
       end
       if ok then
         redis.call('ZREM', K.deferred(origin), dep)
-        push_queued(dep, origin, now_text, f[4] == '1')
+        enqueue_job(dep, origin, now, now_text, f[4] == '1')
         redis.call('SREM', dkey, dep)
         released = released + 1
       end
@@ -187,9 +277,9 @@ end
 
 -- Records a final failure as RQ does: status (`failed` or `stopped`; a stopped job keeps
 -- an empty `ended_at`, as RQ 3.0 leaves it), failure TTLs, failed registry (a negative
--- TTL is stored as the score), a FAILED result entry with `result_fields`, and the
--- release of dependents that allow failures.
-local function fail_job(id, origin, status, now_text, now, default_ft, result_fields)
+-- TTL is stored as the score), a result entry (FAILED, or `result_type`) with
+-- `result_fields`, and the release of dependents that allow failures.
+local function fail_job(id, origin, status, now_text, now, default_ft, result_fields, result_type)
   local jk = K.job(id)
   local own_ft = int_in(redis.call('HGET', jk, 'failure_ttl') or '', -1, MAX_TTL)
   local ft = own_ft or default_ft
@@ -205,7 +295,7 @@ local function fail_job(id, origin, status, now_text, now, default_ft, result_fi
   end
   redis.call('ZADD', K.failed(origin), score, id)
   local rk = K.results(id)
-  redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '2', unpack(result_fields))
+  redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', result_type or '2', unpack(result_fields))
   if own_ft and ft > 0 then redis.call('EXPIRE', rk, ft) end
-  release_dependents(id, now_text)
+  release_dependents(id, now, now_text)
 end

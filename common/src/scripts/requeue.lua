@@ -1,8 +1,10 @@
 -- Requeue failed jobs (RQ's FailedJobRegistry.requeue): each must be in the failed
--- registry of its origin; it goes back onto its queue with status queued.
+-- registry of its origin; it goes back onto its queue with status queued (a rate-limited
+-- job through its limiter).
 -- ARGV: prefix, now_text, id*
 -- Returns one entry per id: 'queued:<origin>' or an error text.
 local now_text = ARGV[2]
+local now = server_now()
 local out = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
@@ -14,7 +16,7 @@ for i = 3, #ARGV do
     out[#out + 1] = 'not in the failed registry of queue ' .. origin .. ' (status ' .. (redis.call('HGET', jk, 'status') or '?') .. ')'
   else
     redis.call('HSET', jk, 'started_at', '', 'ended_at', '')
-    push_queued(id, origin, now_text, false)
+    enqueue_job(id, origin, now, now_text, false)
     out[#out + 1] = 'queued:' .. origin
   end
 end

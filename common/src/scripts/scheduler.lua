@@ -1,6 +1,7 @@
 -- One scheduler tick for the queues whose lock this scheduler owns (common/src/scripts/
 -- scheduler.rs is its typed boundary): renews each lock (only if it still holds our
--- token) and moves every job due on Redis's clock to its queue.
+-- token) and moves every job due on Redis's clock to its queue (a rate-limited job
+-- through its limiter, as RQ's scheduler admits it).
 -- ARGV: prefix, token, lock_ttl, now_text, nq, queue*nq
 -- Returns {moved, lost_queue...}: how many jobs moved, then the queues whose lock is no
 -- longer ours (those are skipped).
@@ -19,7 +20,7 @@ for i = 1, nq do
       redis.call('ZREM', skey, id)
       local f = redis.call('HMGET', K.job(id), 'status', 'origin', 'enqueue_at_front')
       if f[1] then
-        push_queued(id, f[2] or q, now_text, f[3] == '1')
+        enqueue_job(id, f[2] or q, now, now_text, f[3] == '1')
         moved = moved + 1
       end
     end

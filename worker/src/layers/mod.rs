@@ -1,9 +1,10 @@
 //! The layers a handler runs inside, outermost first (Sidekiq's middleware chain, fixed):
-//! [`run_state`] (a WEPPcloud run: open, locks, finish) around [`deadline`] (the job's
-//! timeout and every way it can be cut off: stop-job, kill-horse, lost lock, lost job,
-//! cold shutdown) around the handler itself. Each layer turns what happened into a
-//! [`Completion`].
+//! [`run_state`] (a WEPPcloud run: open, locks, finish) around [`callbacks`] (RQ 3.0's
+//! job callbacks) around [`deadline`] (the job's timeout and every way it can be cut off:
+//! stop-job, kill-horse, lost lock, lost job, cold shutdown) around the handler itself.
+//! Each layer turns what happened into a [`Completion`].
 
+pub mod callbacks;
 pub mod deadline;
 pub mod run_state;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 /// What the layers need besides the job.
 pub struct LayerContext<'a> {
     pub run_services: &'a Arc<RunServices>,
+    pub callbacks: &'a crate::callbacks::Callbacks,
     /// Cold shutdown requeues interrupted jobs (`interrupted_jobs = "requeue"`).
     pub requeue_on_shutdown: bool,
     pub shutdown: &'a Shutdown,

@@ -3,7 +3,7 @@
 //! the deadline (waiting counts against the job's timeout), fails a job whose lock was
 //! lost even if its handler returned, and closes the run after it.
 
-use super::{deadline, failed, LayerContext};
+use super::{callbacks, failed, LayerContext};
 use crate::error::TaskError;
 use crate::job::Job;
 use crate::runstate::RunState;
@@ -20,7 +20,7 @@ pub async fn wrap(
 ) -> Completion {
     let spec = &resolved.spec;
     if !spec.has_run_state() {
-        return deadline::guard(ctx, job, resolved, None, call).await;
+        return callbacks::wrap(ctx, job, resolved, None, call).await;
     }
     let Some(runid) = spec.runid(&call.args, &call.kwargs) else {
         return failed(TaskError::permanent(
@@ -37,7 +37,7 @@ pub async fn wrap(
         Err(e) => return failed(e),
     };
     call.run = Some(run.context());
-    let mut completion = deadline::guard(ctx, job, resolved, Some(&run), call).await;
+    let mut completion = callbacks::wrap(ctx, job, resolved, Some(&run), call).await;
     if let (Completion::Success { .. }, Some(why)) = (&completion, run.lock_lost()) {
         completion = Completion::Failure {
             text: why,

@@ -149,6 +149,9 @@ impl RunState {
                 ctx.status("interrupted by a worker shutdown; requeued")
                     .await;
             }
+            Completion::RetryValue { .. } => {
+                ctx.status("returned rq.Retry; it runs again").await;
+            }
             Completion::Failure { text, .. } => {
                 ctx.publish(&status::exception(job_id, func, runid, text))
                     .await;

@@ -65,6 +65,14 @@ pub enum TaskOutput {
     Value(Value),
     /// Bytes already serialized with the job's serializer (a child's pickle).
     Serialized(Vec<u8>),
+    /// The function returned an `rq.Retry` (RQ 3.0): retry the job `max` times at
+    /// `intervals`. `serialized` is the Retry object itself, stored as the RETRIED result.
+    Retry {
+        serialized: Vec<u8>,
+        max: i64,
+        intervals: Vec<i64>,
+        at_front: bool,
+    },
 }
 
 impl From<Value> for TaskOutput {
@@ -105,6 +113,12 @@ pub trait Task: Send + Sync {
     fn timeout_grace(&self) -> Duration {
         Duration::ZERO
     }
+
+    /// True when the handler runs the job's success and failure callbacks itself (the
+    /// Python host does, in the job's process, as RQ's work horse does).
+    fn runs_callbacks(&self) -> bool {
+        false
+    }
 }
 
 impl<F, Fut> Task for F
@@ -117,10 +131,11 @@ where
     }
 }
 
-/// Native handlers by function name.
+/// Native handlers by function name, and Rust job callbacks by callback name.
 #[derive(Clone, Default)]
 pub struct Registry {
     tasks: HashMap<String, Arc<dyn Task>>,
+    callbacks: HashMap<String, Arc<dyn crate::callbacks::Callback>>,
 }
 
 impl Registry {
@@ -138,6 +153,21 @@ impl Registry {
 
     pub fn get(&self, name: &str) -> Option<Arc<dyn Task>> {
         self.tasks.get(name).cloned()
+    }
+
+    /// Registers a Rust callback under the dotted name jobs give as `on_success`,
+    /// `on_failure` or `on_stopped` (RQ 3.0's `Callback(name)`).
+    pub fn register_callback(
+        &mut self,
+        name: &str,
+        callback: impl crate::callbacks::Callback + 'static,
+    ) {
+        self.callbacks.insert(name.to_string(), Arc::new(callback));
+    }
+
+    /// The registered Rust callbacks.
+    pub fn callbacks(&self) -> HashMap<String, Arc<dyn crate::callbacks::Callback>> {
+        self.callbacks.clone()
     }
 
     pub fn names(&self) -> Vec<&str> {

@@ -3,14 +3,12 @@
 //! text of a child that did not exit 0.
 
 use super::child::Finished;
+use crate::error::summary;
 use crate::tasks::{TaskCall, TaskError, TaskOutput, TaskResult};
 use runq_common::taskspec::ExecMode;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-/// Longest summary (last stderr line) put on a failure's first line.
-const SUMMARY_CHARS: usize = 300;
 
 /// The child's stdin: the JSON envelope, or the payload exactly as RQ stored it.
 pub fn input(mode: ExecMode, call: &TaskCall) -> Result<Arc<[u8]>, TaskError> {
@@ -149,25 +147,6 @@ pub fn failure(program: &str, finished: &Finished) -> TaskError {
     TaskError::new("ExecFailed", message)
 }
 
-/// The line that says what went wrong: after a Python traceback, its last unindented
-/// line (`ValueError: boom`); otherwise the last non-empty line. Cut to a bounded length.
-pub fn summary(stderr: &str) -> Option<String> {
-    let lines = || stderr.lines().map(str::trim_end).filter(|l| !l.is_empty());
-    let line = match stderr.rfind("Traceback (most recent call last):") {
-        Some(at) => stderr[at..]
-            .lines()
-            .map(str::trim_end)
-            .rfind(|l| !l.is_empty() && !l.starts_with(char::is_whitespace))
-            .or_else(|| lines().next_back()),
-        None => lines().next_back(),
-    }?;
-    let line = line.trim();
-    Some(match line.char_indices().nth(SUMMARY_CHARS) {
-        Some((at, _)) => format!("{}...", &line[..at]),
-        None => line.to_string(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,8 +169,11 @@ mod tests {
             Some("ls: cannot access 'x': No such file or directory")
         );
         assert_eq!(summary(" \n"), None);
-        let long = "e".repeat(SUMMARY_CHARS + 10);
-        assert_eq!(summary(&long).unwrap().len(), SUMMARY_CHARS + 3);
+        let long = "e".repeat(crate::error::SUMMARY_CHARS + 10);
+        assert_eq!(
+            summary(&long).unwrap().len(),
+            crate::error::SUMMARY_CHARS + 3
+        );
     }
 
     #[tokio::test]

@@ -49,6 +49,11 @@ impl Task for PythonTask {
     fn timeout_grace(&self) -> Duration {
         Duration::from_secs(3)
     }
+
+    /// Success and failure callbacks run in the job's child, as in RQ's work horse.
+    fn runs_callbacks(&self) -> bool {
+        true
+    }
 }
 
 /// The `run` frame for a call: the hash as claimed, what the claim wrote over it, and the
@@ -84,12 +89,15 @@ async fn run_job(host: &PythonHost, call: TaskCall) -> TaskResult {
     match done.outcome.as_str() {
         "ok" => match done.return_value {
             None => Ok(TaskOutput::Value(serde_json::Value::Null)),
-            Some(b64) => B64.decode(b64.as_bytes()).map(TaskOutput::Serialized).map_err(|e| {
-                TaskError::new(
-                    "PythonHostError",
-                    format!("the return value from the host is not base64: {e}"),
-                )
-            }),
+            Some(b64) => B64
+                .decode(b64.as_bytes())
+                .map(TaskOutput::Serialized)
+                .map_err(|e| {
+                    TaskError::new(
+                        "PythonHostError",
+                        format!("the return value from the host is not base64: {e}"),
+                    )
+                }),
         },
         "failed" | "crashed" => Err(TaskError::text(text(
             done.exc_string,
@@ -99,17 +107,21 @@ async fn run_job(host: &PythonHost, call: TaskCall) -> TaskResult {
             "JobKilled",
             "the job's process group was killed",
         )),
-        "retry" => Err(TaskError::new(
-            "RetryNotSupported",
-            format!(
-                "the job returned rq.Retry(max={}, interval={:?}); runq does not honour a returned Retry yet",
-                done.max.unwrap_or(0),
-                done.intervals.unwrap_or_default()
-            ),
-        )),
+        "retry" => Ok(TaskOutput::Retry {
+            serialized: done
+                .return_value
+                .and_then(|b| B64.decode(b.as_bytes()).ok())
+                .unwrap_or_default(),
+            max: done.max.unwrap_or(1),
+            intervals: done.intervals.unwrap_or_default(),
+            at_front: done.at_front.unwrap_or(false),
+        }),
         other => Err(TaskError::new(
             "PythonHostError",
-            format!("unknown outcome `{}` from the host", runq_common::echo::clip(other, 40)),
+            format!(
+                "unknown outcome `{}` from the host",
+                runq_common::echo::clip(other, 40)
+            ),
         )),
     }
 }

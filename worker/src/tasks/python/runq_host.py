@@ -571,6 +571,7 @@ def finalize_success(api, job, serializer, rv):
     job._result = rv
     if api.retry_returns and isinstance(rv, api.Retry):
         return {'outcome': 'retry', 'max': rv.max, 'intervals': list(rv.intervals),
+                'return_value': serialize_return_value(api, serializer, rv),
                 'at_front': bool(getattr(rv, 'enqueue_at_front', False))}
     job._status = api.JobStatus.FINISHED
     api.execute_success_callback(job, rv)
