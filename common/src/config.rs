@@ -20,6 +20,8 @@ pub struct Config {
     pub tasks: BTreeMap<String, TaskConfig>,
     /// The Python task host (`[python]`): absent = no Python tasks.
     pub python: Option<PythonConfig>,
+    /// Periodic jobs (`[[cron]]`), enqueued once per tick across every process and host.
+    pub cron: Vec<CronConfig>,
     /// Where the file came from, for messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -33,8 +35,104 @@ impl Default for Config {
             queues: vec![QueueConfig::named("default")],
             tasks: BTreeMap::new(),
             python: None,
+            cron: Vec::new(),
             source: None,
         }
+    }
+}
+
+/// A periodic job: `func(*args, **kwargs)` on `queue`, every `interval` or on the `cron`
+/// expression's ticks (UTC, five fields: minute hour day month weekday).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronConfig {
+    pub name: String,
+    pub func: String,
+    #[serde(default)]
+    pub args: Vec<serde_json::Value>,
+    #[serde(default)]
+    pub kwargs: serde_json::Map<String, serde_json::Value>,
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default)]
+    pub cron: Option<String>,
+    /// `90s`, `15m`, `2h` …
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// The enqueued jobs' timeout in seconds (RQ's default when unset).
+    #[serde(default)]
+    pub timeout: Option<i64>,
+}
+
+fn default_queue() -> String {
+    "default".into()
+}
+
+/// When a periodic job is due.
+#[derive(Debug, Clone)]
+pub enum CronSchedule {
+    Every(i64),
+    Cron(Box<croner::Cron>),
+}
+
+impl CronSchedule {
+    /// The first tick strictly after `after`.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        match self {
+            CronSchedule::Every(secs) => {
+                after.checked_add_signed(chrono::TimeDelta::seconds(*secs))
+            }
+            CronSchedule::Cron(c) => c.find_next_occurrence(&after, false).ok(),
+        }
+    }
+}
+
+impl CronConfig {
+    /// The entry's schedule (validated when the configuration is).
+    pub fn schedule(&self) -> std::result::Result<CronSchedule, String> {
+        match (&self.cron, &self.interval) {
+            (Some(expr), None) => {
+                let parsed: croner::Cron = expr
+                    .parse()
+                    .map_err(|e| format!("cron `{expr}` is not a cron expression: {e}"))?;
+                Ok(CronSchedule::Cron(Box::new(parsed)))
+            }
+            (None, Some(every)) => match crate::ints::duration_secs(every) {
+                Ok(secs) if secs >= 1 => Ok(CronSchedule::Every(secs)),
+                _ => Err(format!(
+                    "interval `{every}` is not a duration of 1s to ten years (90s, 15m, 2h, 1d)"
+                )),
+            },
+            _ => Err("set exactly one of `cron` or `interval`".into()),
+        }
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if !valid_name(&self.name) {
+            return Err(format!(
+                "cron name `{}` may only hold [A-Za-z0-9_.-]",
+                self.name
+            ));
+        }
+        if !valid_dotted(&self.func) {
+            return Err(format!(
+                "func `{}` is not a dotted function name",
+                self.func
+            ));
+        }
+        if !valid_name(&self.queue) {
+            return Err(format!(
+                "queue `{}` may only hold [A-Za-z0-9_.-]",
+                self.queue
+            ));
+        }
+        if self.timeout.is_some_and(|t| !crate::ints::valid_timeout(t)) {
+            return Err("timeout must be -1 (no limit) or 1 to ten years in seconds".into());
+        }
+        self.schedule().map(|_| ())
     }
 }
 
@@ -508,6 +606,15 @@ impl Config {
                 name,
                 format!("task `{name}`: handler `python` needs a [python] section"),
             ));
+        }
+        let mut cron_names = std::collections::HashSet::new();
+        for c in &self.cron {
+            if let Err(message) = c.check() {
+                return Err(fail(&c.name, format!("cron `{}`: {message}", c.name)));
+            }
+            if !cron_names.insert(&c.name) {
+                return Err(fail(&c.name, format!("cron `{}` is listed twice", c.name)));
+            }
         }
         Ok(())
     }

@@ -26,6 +26,33 @@ pub fn int_in(s: &str, lo: i64, hi: i64) -> Option<i64> {
     parse_int(s).filter(|n| (lo..=hi).contains(n))
 }
 
+/// Why a duration was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DurationError {
+    /// Not `90`, `90s`, `15m`, `12h` or `2d`.
+    Malformed,
+    /// Longer than [`MAX_TTL`].
+    TooLong,
+}
+
+/// Seconds from `90`, `90s`, `15m`, `12h`, `2d` (the shared integer rule before the
+/// unit), at most [`MAX_TTL`]: anything longer is refused, never wrapped.
+pub fn duration_secs(s: &str) -> Result<i64, DurationError> {
+    let (num, mult) = match s.as_bytes().last() {
+        Some(b's') => (&s[..s.len() - 1], 1),
+        Some(b'm') => (&s[..s.len() - 1], 60),
+        Some(b'h') => (&s[..s.len() - 1], 3600),
+        Some(b'd') => (&s[..s.len() - 1], 86400),
+        _ => (s, 1),
+    };
+    let n = parse_int(num).filter(|n| *n >= 0);
+    match n.map(|n| n.checked_mul(mult)) {
+        None => Err(DurationError::Malformed),
+        Some(Some(secs)) if secs <= MAX_TTL => Ok(secs),
+        Some(_) => Err(DurationError::TooLong),
+    }
+}
+
 /// True for a TTL a job may carry: -1 (keep forever) to [`MAX_TTL`].
 pub fn valid_ttl(n: i64) -> bool {
     (-1..=MAX_TTL).contains(&n)
@@ -61,6 +88,19 @@ mod tests {
         ] {
             assert_eq!(parse_int(bad), None, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_secs("90"), Ok(90));
+        assert_eq!(duration_secs("15m"), Ok(900));
+        assert_eq!(duration_secs("2d"), Ok(172_800));
+        assert_eq!(
+            duration_secs("213503982334602d"),
+            Err(DurationError::TooLong)
+        );
+        assert_eq!(duration_secs("-5s"), Err(DurationError::Malformed));
+        assert_eq!(duration_secs("soon"), Err(DurationError::Malformed));
     }
 
     #[test]

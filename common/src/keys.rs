@@ -107,6 +107,14 @@ impl Keys {
     pub fn clock(&self) -> String {
         format!("{}:runq:clock", self.prefix)
     }
+    /// runq's own: the periodic jobs' state (name → JSON with `next`, `last`, ...).
+    pub fn cron(&self) -> String {
+        format!("{}:runq:cron", self.prefix)
+    }
+    /// runq's own: the lock of the process that fires periodic jobs.
+    pub fn cron_lock(&self) -> String {
+        format!("{}:runq:cron-lock", self.prefix)
+    }
     /// runq's own: until when abandoned-job recovery waits after a Redis stall.
     pub fn stall(&self) -> String {
         format!("{}:runq:stall-until", self.prefix)

@@ -2,7 +2,7 @@
 //! or `12h`, `k=JSON` keyword pairs and times for scheduling.
 
 use crate::CliError;
-use runq_common::ints::MAX_TTL;
+use runq_common::ints::{DurationError, MAX_TTL};
 use serde_json::Value;
 
 /// A job argument: a JSON value, or a bare word that is not JSON taken as a string.
@@ -35,20 +35,10 @@ pub fn seconds(flag: &str, s: &str) -> Result<i64, CliError> {
     if s == "-1" {
         return Ok(-1);
     }
-    let (num, mult) = match s.chars().last() {
-        Some('s') => (&s[..s.len() - 1], 1),
-        Some('m') => (&s[..s.len() - 1], 60),
-        Some('h') => (&s[..s.len() - 1], 3600),
-        Some('d') => (&s[..s.len() - 1], 86400),
-        _ => (s, 1),
-    };
-    let n = runq_common::ints::parse_int(num).ok_or_else(bad)?;
-    if n < 0 {
-        return Err(bad());
-    }
-    match n.checked_mul(mult) {
-        Some(secs) if secs <= MAX_TTL => Ok(secs),
-        _ => Err(CliError::Usage(format!(
+    match runq_common::ints::duration_secs(s) {
+        Ok(secs) => Ok(secs),
+        Err(DurationError::Malformed) => Err(bad()),
+        Err(DurationError::TooLong) => Err(CliError::Usage(format!(
             "{flag} `{shown}`: longer than {MAX_TTL} seconds (ten years)"
         ))),
     }

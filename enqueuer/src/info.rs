@@ -1,9 +1,11 @@
 //! `runq info`: queues with their counts and workers with their state and current job,
-//! like `rq info` (but read-only: it never runs cleanup). `--json` for machines.
+//! like `rq info` (but read-only: it never runs cleanup), then the periodic jobs
+//! (`[[cron]]`) with their next run. `--json` for machines.
 
 use crate::CliError;
 use clap::Args;
 use runq_common::rq::{self, QueueCounts, WorkerInfo};
+use runq_common::scripts::cron::{self, CronState};
 use runq_common::Config;
 use serde_json::json;
 
@@ -22,6 +24,9 @@ pub struct InfoArgs {
 pub struct Snapshot {
     pub queues: Vec<(String, QueueCounts)>,
     pub workers: Vec<WorkerInfo>,
+    pub cron: std::collections::BTreeMap<String, CronState>,
+    /// Redis's clock, for "next run in …".
+    pub now: i64,
 }
 
 pub async fn snapshot(
@@ -41,9 +46,13 @@ pub async fn snapshot(
     } else {
         rq::workers(conn, &keys, Some(only)).await?
     };
+    let cron = cron::states(conn, &keys).await?;
+    let (now, _): (i64, i64) = redis::cmd("TIME").query_async(conn).await?;
     Ok(Snapshot {
         queues: names.into_iter().zip(counts).collect(),
         workers,
+        cron,
+        now,
     })
 }
 
@@ -92,6 +101,27 @@ pub fn render(s: &Snapshot) -> String {
         s.workers.len(),
         s.queues.len()
     ));
+    if !s.cron.is_empty() {
+        out.push('\n');
+        for (name, c) in &s.cron {
+            let when = chrono::DateTime::from_timestamp(c.next, 0)
+                .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default();
+            let last = c
+                .last_job
+                .as_deref()
+                .map(|j| format!(", last job {j}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "cron {name}: {} on {} ({}), next run {when} (in {}s){last}\n",
+                c.func,
+                c.queue,
+                c.schedule,
+                (c.next - s.now).max(0)
+            ));
+        }
+        out.push_str(&format!("{} periodic jobs\n", s.cron.len()));
+    }
     out
 }
 
@@ -121,8 +151,10 @@ pub async fn run(config: &Config, a: InfoArgs) -> Result<(), CliError> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"queues": queues, "workers": s.workers}))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(
+                &json!({"queues": queues, "workers": s.workers, "cron": s.cron})
+            )
+            .unwrap_or_default()
         );
     } else {
         print!("{}", render(&s));

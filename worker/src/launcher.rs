@@ -8,6 +8,7 @@
 
 use crate::callbacks::Callbacks;
 use crate::commands::Commands;
+use crate::cron::Cron;
 use crate::fetch::{FetchEnd, Fetcher};
 use crate::followups::Followups;
 use crate::heartbeat::Heartbeat;
@@ -282,6 +283,16 @@ impl Worker {
                 followups: ctx.followups.clone(),
             },
         );
+        if !config.cron.is_empty() && !self.burst {
+            service::spawn(
+                tracker,
+                shutdown,
+                Cron {
+                    config: config.clone(),
+                    redis: redis.clone(),
+                },
+            );
+        }
         if let Some(sender) = self.webhook_sender.take() {
             service::spawn(tracker, shutdown, sender);
         }

@@ -29,6 +29,7 @@
 //! - [`heartbeat`]: worker keys and started-registry deadlines, batched per process.
 //! - [`maintenance`]: abandoned jobs, expired entries, dead workers.
 //! - [`scheduler`]: due scheduled jobs to their queues, one owner per queue.
+//! - [`cron`]: periodic jobs (`[[cron]]`), one leader across every host.
 //! - [`commands`]: RQ worker commands over pub/sub.
 //! - [`runstate`]: WEPPcloud run state; its [`lock_keeper`](runstate::lock_keeper)
 //!   renews NoDb locks in one batched round trip.
@@ -39,6 +40,7 @@
 pub mod callbacks;
 pub mod commands;
 pub mod complete;
+pub mod cron;
 pub mod error;
 pub mod execute;
 pub mod fetch;

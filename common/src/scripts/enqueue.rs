@@ -10,8 +10,8 @@ use crate::rq::NewJob;
 use crate::timefmt::Stamp;
 use redis::aio::ConnectionLike;
 
-/// The script's arguments for one job (validated first).
-fn args(job: &NewJob, keys: &Keys, now: &Stamp) -> Result<Vec<Vec<u8>>> {
+/// The script's arguments for one job (validated first), without the prefix.
+pub(super) fn job_args(job: &NewJob, now: &Stamp) -> Result<Vec<Vec<u8>>> {
     job.validate()?;
     let fields = job.fields(now)?;
     let mode = if job.schedule_at.is_some() {
@@ -23,7 +23,6 @@ fn args(job: &NewJob, keys: &Keys, now: &Stamp) -> Result<Vec<Vec<u8>>> {
     };
     let text = |s: &str| s.as_bytes().to_vec();
     let mut args = vec![
-        text(keys.prefix()),
         text(&job.id),
         text(&job.queue),
         text(mode),
@@ -46,7 +45,14 @@ fn args(job: &NewJob, keys: &Keys, now: &Stamp) -> Result<Vec<Vec<u8>>> {
     Ok(args)
 }
 
-fn status(reply: String) -> std::result::Result<JobStatus, String> {
+/// The script's arguments for one job: the prefix, then [`job_args`].
+fn args(job: &NewJob, keys: &Keys, now: &Stamp) -> Result<Vec<Vec<u8>>> {
+    let mut args = vec![keys.prefix().as_bytes().to_vec()];
+    args.extend(job_args(job, now)?);
+    Ok(args)
+}
+
+pub(super) fn status(reply: String) -> std::result::Result<JobStatus, String> {
     JobStatus::parse(&reply).ok_or_else(|| format!("enqueue returned `{reply}`"))
 }
 

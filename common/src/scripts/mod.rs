@@ -15,11 +15,13 @@
 //! | [`rate_limits`] | worker maintenance | RQ 3.0 rate-limit slots no job holds any more |
 //! | [`scheduler`] | worker scheduler | owner-token locks, due jobs to their queues |
 //! | [`enqueue`] | CLI, tests | save and enqueue / defer / schedule one job |
+//! | [`cron`] | worker cron | periodic jobs: leader lock, fire once per tick |
 //! | [`requeue`], [`cancel`], [`empty`] | CLI | operator commands |
 
 pub mod cancel;
 pub mod claim;
 pub mod complete;
+pub mod cron;
 pub mod empty;
 pub mod enqueue;
 pub mod heartbeat;

@@ -36,6 +36,9 @@ function K.rl_keys() return P .. ':rl-keys' end
 -- runq's own: the last time any runq process beat, and until when recovery waits after
 -- a Redis stall (see maintenance.lua).
 function K.clock() return P .. ':runq:clock' end
+-- runq's own: periodic jobs' state (name → JSON with `next`), and their leader's lock.
+function K.cron() return P .. ':runq:cron' end
+function K.cron_lock() return P .. ':runq:cron-lock' end
 function K.stall() return P .. ':runq:stall-until' end
 
 -- A started-registry member is `<job id>:<execution id>`. Execution ids never contain a
@@ -298,4 +301,63 @@ local function fail_job(id, origin, status, now_text, now, default_ft, result_fi
   redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', result_type or '2', unpack(result_fields))
   if own_ft and ft > 0 then redis.call('EXPIRE', rk, ft) end
   release_dependents(id, now, now_text)
+end
+
+-- Saves and enqueues (or defers, or schedules) one job, from `A[i]` on: id, queue, mode
+-- (back|front|schedule), schedule_at, now_text, ttl ('' = none), allow_dependency_failures
+-- (0|1), nd, dep_id*nd, nf, (field, value)*nf. The TTL is checked before anything is
+-- written, so a refused job is never left queued. Returns the status the job got.
+local function enqueue_from(A, i)
+  local id, q, mode = A[i], A[i + 1], A[i + 2]
+  local at, now_text = tonumber(A[i + 3]), A[i + 4]
+  local ttl = nil
+  if A[i + 5] ~= '' then
+    ttl = int_in(A[i + 5], -1, MAX_TTL)
+    if not ttl then
+      return redis.error_reply('ERR job ' .. id .. ': ttl ' .. string.sub(A[i + 5], 1, 40) .. ' is not an integer in -1..' .. MAX_TTL)
+    end
+  end
+  local allow = A[i + 6] == '1'
+  local nd = tonumber(A[i + 7])
+  local deps = {}
+  for d = 1, nd do deps[d] = A[i + 7 + d] end
+  local fbase = i + 8 + nd
+  local nf = tonumber(A[fbase])
+  local jk = K.job(id)
+  local existing = redis.call('HGET', jk, 'status')
+  if existing == 'queued' or existing == 'started' or existing == 'deferred' or existing == 'scheduled' then
+    return redis.error_reply('ERR job ' .. id .. ' already exists with status ' .. existing)
+  end
+  if existing then redis.call('DEL', jk) end
+  redis.call('SADD', K.queues(), K.queue(q))
+  if nf > 0 then
+    redis.call('HSET', jk, unpack(A, fbase + 1, fbase + 2 * nf))
+  end
+  local unmet = false
+  for _, dep in ipairs(deps) do
+    if not dependency_met(redis.call('HGET', K.job(dep), 'status'), allow) then unmet = true end
+  end
+  local status
+  if unmet then
+    status = 'deferred'
+    redis.call('HSET', jk, 'status', 'deferred')
+    redis.call('ZADD', K.deferred(q), math.floor(server_now()), id)
+    for _, dep in ipairs(deps) do
+      redis.call('SADD', K.dependents(dep), id)
+      redis.call('SADD', K.dependencies(id), dep)
+    end
+  elseif mode == 'schedule' then
+    status = 'scheduled'
+    redis.call('HSET', jk, 'status', 'scheduled')
+    redis.call('ZADD', K.scheduled(q), at, id)
+  else
+    status = 'queued'
+    push_queued(id, q, now_text, mode == 'front')
+  end
+  if ttl and ttl > 0 then
+    redis.call('EXPIRE', jk, ttl)
+    redis.call('EXPIRE', K.dependents(id), ttl)
+    redis.call('EXPIRE', K.dependencies(id), ttl)
+  end
+  return status
 end
