@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 pub use redis::Commands;
 
+pub mod hostile;
+
 /// The longest any test waits for something to happen.
 pub const WAIT: Duration = Duration::from_secs(30);
 

@@ -78,6 +78,7 @@ impl Heartbeat {
             &keys,
             &Stamp::now(),
             lease,
+            self.config.worker.heartbeat_secs * 2,
             &self.slots.names,
             &beating,
         )

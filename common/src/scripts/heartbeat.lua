@@ -1,6 +1,6 @@
 -- One batched heartbeat for every slot of a process (common/src/scripts/heartbeat.rs is
 -- its typed boundary). Deadlines come from Redis's clock: now + lease.
--- ARGV: prefix, now_text, now_epoch, lease_secs, nw, worker_name*nw,
+-- ARGV: prefix, now_text, now_epoch, lease_secs, stall_gap_secs, nw, worker_name*nw,
 --       nj, (id, exec_id, origin)*nj
 -- Returns {missing_workers, lost_executions}: worker keys that no longer exist (to
 -- register again) and executions whose started-registry entry is gone (to cancel:
@@ -8,11 +8,11 @@
 local now_text, now_epoch, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = server_now()
 local deadline = now + lease
-redis.call('SET', K.clock(), now)
-local nw = tonumber(ARGV[5])
+observe_clock(now, lease, tonumber(ARGV[5]))
+local nw = tonumber(ARGV[6])
 local missing, lost = {}, {}
 for i = 1, nw do
-  local w = ARGV[5 + i]
+  local w = ARGV[6 + i]
   local wk = K.worker(w)
   if redis.call('EXISTS', wk) == 1 then
     redis.call('HSET', wk, 'last_heartbeat', now_text)
@@ -22,7 +22,7 @@ for i = 1, nw do
     missing[#missing + 1] = w
   end
 end
-local base = 6 + nw
+local base = 7 + nw
 local nj = tonumber(ARGV[base])
 for i = 1, nj do
   local id, ex, origin = ARGV[base + 3 * i - 2], ARGV[base + 3 * i - 1], ARGV[base + 3 * i]

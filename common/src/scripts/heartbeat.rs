@@ -30,6 +30,7 @@ pub async fn beat<C: ConnectionLike + Send>(
     keys: &Keys,
     now: &Stamp,
     lease_secs: u64,
+    stall_gap_secs: u64,
     workers: &[String],
     running: &[Beating<'_>],
 ) -> redis::RedisResult<BeatReply> {
@@ -38,6 +39,7 @@ pub async fn beat<C: ConnectionLike + Send>(
         .arg(&now.text)
         .arg(&now.epoch_text)
         .arg(lease_secs)
+        .arg(stall_gap_secs)
         .arg(workers.len());
     for w in workers {
         inv.arg(w);

@@ -17,13 +17,8 @@ local abandoned_exc, stuck_exc = ARGV[6], ARGV[7]
 local lease, stall_gap = tonumber(ARGV[8]), tonumber(ARGV[9])
 if redis.call('EXISTS', K.clean_registries(q)) == 1 then return {'busy'} end
 local now = server_now()
-local last = tonumber(redis.call('GET', K.clock()) or '')
-redis.call('SET', K.clock(), now)
+observe_clock(now, lease, stall_gap)
 local stall_until = tonumber(redis.call('GET', K.stall()) or '') or 0
-if last and now - last > stall_gap then
-  stall_until = now + lease
-  redis.call('SET', K.stall(), stall_until, 'EX', math.ceil(lease) + 1)
-end
 redis.call('ZREMRANGEBYSCORE', K.finished(q), 0, math.floor(now))
 redis.call('ZREMRANGEBYSCORE', K.failed(q), 0, math.floor(now))
 

@@ -57,6 +57,18 @@ local function server_now()
   return tonumber(t[1]) + tonumber(t[2]) / 1000000
 end
 
+-- Records that a runq process is alive at `now` (heartbeat, maintenance) and notices a
+-- stall: when no runq process reached Redis for longer than `stall_gap` (Redis was paused
+-- or unreachable for everyone), abandoned-job recovery waits one `lease` so live workers
+-- can beat first, whichever script runs first after the stall.
+local function observe_clock(now, lease, stall_gap)
+  local last = tonumber(redis.call('GET', K.clock()) or '')
+  redis.call('SET', K.clock(), now)
+  if last and now - last > stall_gap then
+    redis.call('SET', K.stall(), now + lease, 'EX', math.ceil(lease) + 1)
+  end
+end
+
 -- The one integer rule, shared with Rust (runq_common::ints): an optional '-' then 1 to
 -- 15 digits, nothing else (no spaces, exponents, 'inf', 'nan' or hex), so every value is
 -- exact in Lua's doubles and in i64.
