@@ -4,7 +4,15 @@
 #     `rq worker --burst -w rq.worker.SimpleWorker` (both pick up the same task name:
 #     runq.tasks.noop, which contrib/python/runq/tasks.py provides to Python);
 #  2. batch enqueue: 100,000 jobs, `runq enqueue --file` vs Python `Queue.enqueue_many`
-#     in a pipeline.
+#     in a pipeline;
+#  3. NoDb lock latency: runq's acquire/release against wepppy's Python lock protocol;
+#  4. Python task functions (rq-enqueued, pickled): `runq-worker --burst --concurrency 2`
+#     with a [python] host preloading the module, vs `rq worker --burst` (the forking
+#     Worker: every job's horse imports the module afresh) vs `rq worker --burst -w
+#     rq.worker.SimpleWorker`, for (a) a light function (bench/pytasks_light.py) and
+#     (b) the same function in a module that takes 0.5 s to import (bench/pytasks_heavy.py).
+#     Wall time includes each worker's start-up. Sizes: PY_LIGHT_JOBS (2000),
+#     PY_HEAVY_JOBS (2000; runq and SimpleWorker), PY_HEAVY_FORK_JOBS (40; forking Worker).
 # Usage: bench/compare.sh [JOBS] [CONCURRENCY]   (release build; needs .venv/rq3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -100,3 +108,68 @@ def pct(xs, q):
 print(f"python: wepppy lock(): p50 {pct(acq, .5):.0f} µs p99 {pct(acq, .99):.0f} µs; "
       f"unlock(): p50 {pct(rel, .5):.0f} µs p99 {pct(rel, .99):.0f} µs (no renewal exists)")
 PYEOF
+
+# 4. Python task functions: runq's preloaded fork server vs rq's forking Worker and
+#    SimpleWorker, on the same Redis.
+PY_LIGHT_JOBS=${PY_LIGHT_JOBS:-2000}
+PY_HEAVY_JOBS=${PY_HEAVY_JOBS:-2000}
+PY_HEAVY_FORK_JOBS=${PY_HEAVY_FORK_JOBS:-40}
+PY_ABS=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
+RQ_CLI="$(dirname "$PY")/rq"
+BENCH_DIR=$(pwd)/bench
+
+# py_enqueue QUEUE FUNC N: N jobs FUNC(i), pipelined, pickled as rq does.
+py_enqueue() {
+  "$PY" - "$PORT" "$1" "$2" "$3" <<'PYEOF'
+import sys, redis
+from rq import Queue
+r = redis.Redis(port=int(sys.argv[1]), db=9)
+q, func, n = Queue(sys.argv[2], connection=r), sys.argv[3], int(sys.argv[4])
+for start in range(0, n, 1000):
+    with r.pipeline() as pipe:
+        q.enqueue_many([Queue.prepare_data(func, args=(i,), result_ttl=600)
+                        for i in range(start, min(n, start + 1000))], pipeline=pipe)
+        pipe.execute()
+PYEOF
+}
+
+# py_case LABEL QUEUE N CMD...: enqueue N jobs of the module's inc() on QUEUE, run CMD
+# (a burst worker), print one line and set RATE to finished jobs per second.
+py_case() {
+  local label=$1 queue=$2 n=$3; shift 3
+  py_enqueue "$queue" "$MODULE.inc" "$n"
+  local t0 t1 finished failed secs
+  t0=$(date +%s.%N)
+  "$@" >"$DIR/$queue.log" 2>&1 || { echo "$label failed:"; tail -20 "$DIR/$queue.log"; exit 1; }
+  t1=$(date +%s.%N)
+  finished=$(redis-cli -p "$PORT" -n 9 zcard "rq:finished:$queue")
+  failed=$(redis-cli -p "$PORT" -n 9 zcard "rq:failed:$queue")
+  secs=$(python3 -c "print(round($t1-$t0,2))")
+  RATE=$(python3 -c "print(round($finished/($t1-$t0),1))")
+  echo "python tasks ($MODULE): $label: $finished/$n jobs finished ($failed failed) in $secs s = $RATE jobs/s"
+  [ "$finished" = "$n" ] || { echo "  not every job finished; see $queue.log:"; tail -20 "$DIR/$queue.log"; }
+}
+
+for MODULE in pytasks_light pytasks_heavy; do
+  if [ "$MODULE" = pytasks_light ]; then N=$PY_LIGHT_JOBS; NF=$PY_LIGHT_JOBS; else N=$PY_HEAVY_JOBS; NF=$PY_HEAVY_FORK_JOBS; fi
+  cat >"$DIR/$MODULE.toml" <<TOML
+[worker]
+concurrency = 2
+[python]
+command = ["$PY_ABS"]
+path = ["$BENCH_DIR"]
+preload = ["$MODULE"]
+functions = ["$MODULE.*"]
+TOML
+  q=${MODULE#pytasks_}
+  py_case "runq-worker --burst --concurrency 2 ([python] preload)" "py-$q-runq" "$N" \
+    $BIN/runq-worker --config "$DIR/$MODULE.toml" --queues "py-$q-runq" --burst --concurrency 2
+  r_runq=$RATE
+  py_case "rq worker --burst (forking Worker)" "py-$q-fork" "$NF" \
+    env PYTHONPATH="$BENCH_DIR" "$RQ_CLI" worker --burst --url "$REDIS_URL/9" --logging_level WARNING "py-$q-fork"
+  r_fork=$RATE
+  py_case "rq worker --burst -w rq.worker.SimpleWorker" "py-$q-simple" "$N" \
+    env PYTHONPATH="$BENCH_DIR" "$RQ_CLI" worker --burst -w rq.worker.SimpleWorker --url "$REDIS_URL/9" --logging_level WARNING "py-$q-simple"
+  r_simple=$RATE
+  echo "python tasks ($MODULE) ratio runq/forking: $(python3 -c "print(round($r_runq/$r_fork,1))")x, runq/SimpleWorker: $(python3 -c "print(round($r_runq/$r_simple,1))")x"
+done

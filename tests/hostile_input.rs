@@ -471,10 +471,10 @@ fn item06_invalid_retries_left_and_invalid_jobs_are_not_retried() {
     assert!(redis.lrange("rq:queue:r6").is_empty());
     assert!(redis.zrange("rq:scheduled:r6").is_empty());
     assert_eq!(redis.zmembers("rq:failed:r6").len(), 3);
-    assert_eq!(
-        redis.hget("rq:worker:rw", "failed_job_count").as_deref(),
-        Some("3")
-    );
+    // Worker counters are written by the heartbeat.
+    wait_until("failed_job_count 3", || {
+        redis.hget("rq:worker:rw", "failed_job_count").as_deref() == Some("3")
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1047,16 +1047,22 @@ fn item18_a_redis_stall_shorter_than_the_lease_takes_nothing_from_live_workers()
         assert_eq!(String::from_utf8_lossy(&entries[0]["type"]), "1");
     }
     let mut c = redis.conn();
-    let mut total = 0;
-    for p in ["pa", "pb"] {
-        for slot in 1..=16 {
-            let n: Option<usize> = c
-                .hget(format!("rq:worker:{p}-{slot}"), "successful_job_count")
-                .unwrap();
-            total += n.unwrap_or(0);
+    let total = |c: &mut redis::Connection| {
+        let mut total = 0;
+        for p in ["pa", "pb"] {
+            for slot in 1..=16 {
+                let n: Option<usize> = c
+                    .hget(format!("rq:worker:{p}-{slot}"), "successful_job_count")
+                    .unwrap();
+                total += n.unwrap_or(0);
+            }
         }
-    }
-    assert_eq!(total, 32, "successful_job_count over both processes");
+        total
+    };
+    // Worker counters are written by the heartbeat.
+    wait_until("successful_job_count 32 over both processes", || {
+        total(&mut c) == 32
+    });
     assert!(redis.zrange("rq:failed:stall").is_empty());
     assert!(redis.lrange("rq:queue:stall").is_empty());
     for w in [&mut a, &mut b] {

@@ -1,6 +1,9 @@
 //! `runq bench`: enqueues N no-op jobs on a fresh queue (pipelined), runs
-//! `runq-worker --burst` over them and reports jobs per second for the worker run alone.
+//! `runq-worker --burst` over them and reports jobs per second for the worker run alone,
+//! and what it cost Redis: commands and server CPU per job ([`crate::redis_cost`]), for
+//! the enqueue and for the worker run.
 
+use crate::redis_cost::{Cost, Snapshot};
 use crate::CliError;
 use clap::Args;
 use runq_common::payload::JobCall;
@@ -39,6 +42,7 @@ pub async fn run(config: &Config, a: BenchArgs) -> Result<(), CliError> {
         .arg(keys.failed(&a.queue))
         .query_async::<()>(&mut conn)
         .await?;
+    let before_enqueue = Snapshot::take(&mut conn).await?;
     let t0 = Instant::now();
     let mut enqueued = 0;
     for chunk in (0..a.jobs).collect::<Vec<_>>().chunks(1000) {
@@ -64,9 +68,11 @@ pub async fn run(config: &Config, a: BenchArgs) -> Result<(), CliError> {
         }
     }
     let enqueue_secs = t0.elapsed().as_secs_f64();
+    let after_enqueue = Snapshot::take(&mut conn).await?;
     println!(
-        "enqueued {enqueued} jobs in {enqueue_secs:.2} s ({:.0} jobs/s)",
-        enqueued as f64 / enqueue_secs
+        "enqueued {enqueued} jobs in {enqueue_secs:.2} s ({:.0} jobs/s); enqueue cost: {}",
+        enqueued as f64 / enqueue_secs,
+        Cost::between(&before_enqueue, &after_enqueue, enqueued as u64).line()
     );
     if a.enqueue_only {
         return Ok(());
@@ -91,6 +97,7 @@ pub async fn run(config: &Config, a: BenchArgs) -> Result<(), CliError> {
         cmd.arg("--config").arg(c);
     }
     cmd.env("RUST_LOG", "warn");
+    let before_run = Snapshot::take(&mut conn).await?;
     let t1 = Instant::now();
     let status = cmd
         .status()
@@ -99,10 +106,15 @@ pub async fn run(config: &Config, a: BenchArgs) -> Result<(), CliError> {
     if !status.success() {
         return Err(CliError::Other(format!("runq-worker exited with {status}")));
     }
+    let after_run = Snapshot::take(&mut conn).await?;
     let finished: u64 = redis::cmd("ZCARD")
         .arg(keys.finished(&a.queue))
         .query_async(&mut conn)
         .await?;
+    println!(
+        "worker cost: {}",
+        Cost::between(&before_run, &after_run, finished).line()
+    );
     println!(
         "runq-worker --burst --concurrency {}: {finished} jobs finished in {secs:.2} s = {:.0} jobs/s",
         a.concurrency,

@@ -11,6 +11,7 @@ mod job;
 mod locks;
 mod new_job;
 mod prep;
+mod redis_cost;
 mod runstate;
 mod tail;
 

@@ -1,6 +1,8 @@
 //! Batched heartbeats: one script call ([`runq_common::scripts::heartbeat`]) per interval
 //! keeps every slot's worker key and every running job's started-registry deadline alive
-//! (Redis's clock + 3 × heartbeat). A beat that failed or took long is followed by
+//! (Redis's clock + 3 × heartbeat), and writes the job counters each slot gathered since
+//! the last beat (the last beat, at exit, writes the rest). A beat that failed or took
+//! long is followed by
 //! another at once (a stall must not eat the lease). Executions whose registry entry
 //! vanished are cancelled (someone else now owns the job); slots whose worker key vanished
 //! are registered again.
@@ -12,7 +14,7 @@ use crate::shutdown::Shutdown;
 use crate::slots::Slots;
 use runq_common::config::Config;
 use runq_common::connect::SharedConnection;
-use runq_common::scripts::heartbeat::{self, Beating};
+use runq_common::scripts::heartbeat::{self, Beating, SlotBeat};
 use runq_common::timefmt::Stamp;
 use runq_common::worker_state::WorkerState;
 use std::sync::Arc;
@@ -33,6 +35,10 @@ impl Service for Heartbeat {
         let mut wait = period;
         loop {
             if !shutdown.sleep(wait).await {
+                // Exiting: one last beat writes the counters gathered since the last one.
+                if let Err(e) = self.beat().await {
+                    tracing::debug!(error = %e, "the last heartbeat failed");
+                }
                 return;
             }
             let started = Instant::now();
@@ -72,17 +78,41 @@ impl Heartbeat {
                 origin: &j.origin,
             })
             .collect();
-        let mut conn = self.redis.get().await?;
-        let reply = heartbeat::beat(
-            &mut conn,
-            &keys,
-            &Stamp::now(),
-            lease,
-            self.config.worker.heartbeat_secs * 2,
-            &self.slots.names,
-            &beating,
-        )
-        .await?;
+        let counters = self.slots.take_counters();
+        let slot_beats: Vec<SlotBeat> = self
+            .slots
+            .names
+            .iter()
+            .zip(&counters)
+            .map(|(worker, c)| SlotBeat {
+                worker,
+                finished: c.finished,
+                failed: c.failed,
+                working_secs: c.working_secs,
+            })
+            .collect();
+        let sent = async {
+            let mut conn = self.redis.get().await?;
+            let reply = heartbeat::beat(
+                &mut conn,
+                &keys,
+                &Stamp::now(),
+                lease,
+                self.config.worker.heartbeat_secs * 2,
+                &slot_beats,
+                &beating,
+            )
+            .await?;
+            Ok::<_, runq_common::Error>((conn, reply))
+        }
+        .await;
+        let (mut conn, reply) = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                self.slots.restore_counters(&counters);
+                return Err(e);
+            }
+        };
         for member in reply.lost {
             if let Some(job) = running.iter().find(|j| j.member() == member) {
                 if !job.is_completing() {

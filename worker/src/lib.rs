@@ -11,15 +11,14 @@
 //! - [`registration`]: each slot's RQ worker record (birth, state, death).
 //!
 //! **A job's way through the process**
-//! - [`fetch`]: the claim (pop + record as started, atomically) for idle slots, queue
-//!   limits and wake-ups.
+//! - [`fetch`]: one round trip for every slot ready at once — finished jobs recorded
+//!   (result, registries, retries, repeats, rate limits, dependents), next jobs claimed
+//!   (pop + record as started, atomically) — with queue limits and wake-ups.
 //! - [`job`]: the unit of work, from claim to completion.
 //! - [`slots`]: which slot runs which job.
-//! - [`processor`]: one slot's loop: fetch → execute → complete.
+//! - [`processor`]: one slot's loop: exchange (complete + fetch) → execute.
 //! - [`execute`]: decode, resolve, call through the [`layers`], map to a completion.
 //! - [`layers`]: run state and deadline around the handler.
-//! - [`complete`]: the completion record (result, registries, retries, repeats, rate
-//!   limits, dependents).
 //! - [`callbacks`]: RQ 3.0 job callbacks, Rust or Python; [`followups`] and
 //!   [`webhooks`]: what happens after a final state is saved.
 //! - [`tasks`]: handlers — native, exec, the Python task host — and the task table.
@@ -39,7 +38,6 @@
 
 pub mod callbacks;
 pub mod commands;
-pub mod complete;
 pub mod cron;
 pub mod error;
 pub mod execute;

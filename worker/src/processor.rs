@@ -1,12 +1,12 @@
-//! One execution slot's loop (Sidekiq's processor): ask the fetcher for a job, install
-//! it in the slot, execute it, record its completion, repeat until the worker stops
-//! taking jobs. A panic anywhere in a job's execution becomes that job's failure and a
-//! log line; the slot carries on.
+//! One execution slot's loop (Sidekiq's processor): hand the last job's completion to
+//! the fetcher and get the next job in the same exchange, install it in the slot, execute
+//! it, repeat until the worker stops taking jobs. A panic anywhere in a job's execution
+//! becomes that job's failure and a log line; the slot carries on.
 
-use crate::complete;
 use crate::execute::{execute, ExecContext};
-use crate::fetch::{Claimed, FetchHandle};
+use crate::fetch::{Claimed, Done, FetchHandle, Next};
 use crate::followups::Followups;
+use crate::job::Job;
 use crate::layers::deadline::panic_text;
 use crate::layers::LayerContext;
 use crate::metrics::Metrics;
@@ -46,7 +46,21 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
         },
         default_timeout: ctx.config.worker.default_timeout,
     };
-    while let Some(Claimed { job, permit }) = fetch.next(slot).await {
+    let mut done: Option<Done> = None;
+    loop {
+        let finished = done.as_ref().map(|d| (d.job.clone(), d.completion.clone()));
+        let Some(reply) = fetch.exchange(slot, done.take()).await else {
+            break;
+        };
+        if let Some((job, completion)) = finished {
+            ctx.slots.clear(slot);
+            after(&ctx, &job, &completion, reply.recorded);
+        }
+        let Claimed { job, permit } = match reply.next {
+            Next::Job(c) => c,
+            Next::Wait => continue,
+            Next::Stop => break,
+        };
         ctx.slots.install(job.clone());
         tracing::debug!(worker = %job.worker, job = %job.id, queue = %job.origin, "job started");
         ctx.metrics.job_started(&job);
@@ -67,27 +81,34 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
             }
         };
         job.mark_completing();
-        let recorded =
-            complete::record(&ctx.redis, &ctx.config, &job, &completion, &ctx.shutdown).await;
-        ctx.slots.clear(slot);
-        drop(permit);
-        let secs = (chrono::Utc::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
-        ctx.metrics.job_done(&job, recorded, secs);
-        log_outcome(&job, &completion, recorded, secs);
-        if let Some(recorded) = recorded {
-            ctx.followups.after_completion(&job, &completion, recorded);
-        }
+        done = Some(Done {
+            job,
+            completion,
+            permit: Some(permit),
+        });
     }
     tracing::debug!(worker = %ctx.slots.names[slot], "slot stopped");
 }
 
-fn log_outcome(
-    job: &crate::job::Job,
-    completion: &Completion,
-    recorded: Option<Recorded>,
-    secs: f64,
-) {
+/// Counters, metrics, the log line and the follow-ups of a job whose completion was
+/// recorded (or given up on: `recorded` None).
+fn after(ctx: &ProcessorContext, job: &Job, completion: &Completion, recorded: Option<Recorded>) {
+    let secs = (chrono::Utc::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
+    ctx.metrics.job_done(job, recorded, secs);
     let Some(done) = recorded else { return };
+    let finished = match completion {
+        Completion::Success { .. } => Some(true),
+        Completion::Requeue | Completion::Lost => None,
+        _ => Some(false),
+    };
+    if done != Recorded::Lost {
+        ctx.slots.count(job.slot, finished, secs);
+    }
+    log_outcome(job, completion, done, secs);
+    ctx.followups.after_completion(job, completion, done);
+}
+
+fn log_outcome(job: &Job, completion: &Completion, done: Recorded, secs: f64) {
     let (worker, id, queue) = (&job.worker, &job.id, &job.origin);
     match completion {
         Completion::Success { .. } => {

@@ -1,5 +1,6 @@
-//! The process's execution slots: each slot's RQ worker name and the job it runs, shared
-//! by the processors, the heartbeat and the command listener. A stop command for a job a
+//! The process's execution slots: each slot's RQ worker name, the job it runs and the
+//! job counters it gathered since the last heartbeat (which writes them to the worker
+//! hash), shared by the processors, the heartbeat and the command listener. A stop command for a job a
 //! slot has been handed but not yet installed (the claim marked it started a moment ago)
 //! is kept and applied when the job is installed, so no stop-job is lost in that gap.
 
@@ -17,7 +18,16 @@ const MAX_PENDING_STOPS: usize = 256;
 pub struct Slots {
     pub names: Vec<String>,
     running: Vec<Mutex<Option<Arc<Job>>>>,
+    counters: Vec<Mutex<Counters>>,
     pending_stops: Mutex<HashMap<String, PendingStop>>,
+}
+
+/// What one slot did since its counters were last taken (RQ's worker counters).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Counters {
+    pub finished: u64,
+    pub failed: u64,
+    pub working_secs: f64,
 }
 
 /// A stop for a job this process was not running when it arrived.
@@ -41,9 +51,11 @@ impl PendingStop {
 impl Slots {
     pub fn new(names: Vec<String>) -> Self {
         let running = names.iter().map(|_| Mutex::new(None)).collect();
+        let counters = names.iter().map(|_| Mutex::default()).collect();
         Slots {
             names,
             running,
+            counters,
             pending_stops: Mutex::new(HashMap::new()),
         }
     }
@@ -126,6 +138,37 @@ impl Slots {
             }
         }
         found
+    }
+
+    /// Counts a job slot `slot` ran (`finished` or failed) for `working_secs`.
+    pub fn count(&self, slot: usize, finished: Option<bool>, working_secs: f64) {
+        let mut c = self.counters[slot]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match finished {
+            Some(true) => c.finished += 1,
+            Some(false) => c.failed += 1,
+            None => {}
+        }
+        c.working_secs += working_secs;
+    }
+
+    /// Takes every slot's counters (zeroing them).
+    pub fn take_counters(&self) -> Vec<Counters> {
+        self.counters
+            .iter()
+            .map(|c| std::mem::take(&mut *c.lock().unwrap_or_else(|p| p.into_inner())))
+            .collect()
+    }
+
+    /// Puts counters back (a beat that failed to write them).
+    pub fn restore_counters(&self, taken: &[Counters]) {
+        for (c, t) in self.counters.iter().zip(taken) {
+            let mut c = c.lock().unwrap_or_else(|p| p.into_inner());
+            c.finished += t.finished;
+            c.failed += t.failed;
+            c.working_secs += t.working_secs;
+        }
     }
 
     pub fn stop_all(&self, reason: StopReason) {

@@ -1,89 +1,114 @@
--- Claim up to N jobs for N idle slots in one atomic step, by queue priority
--- (common/src/scripts/claim.rs is its typed boundary).
--- ARGV: prefix, now_text, now_epoch, lease_secs, default_failure_ttl, bad_id_exc, bad_origin_exc,
---       nq, (queue, capacity)*nq, ns, (worker_name, execution_id)*ns
--- Returns {'suspended'} or {'ok', entry...} where an entry is one of
+-- Claiming jobs for slots (the claim half of cycle.lua; its typed boundary is
+-- common/src/scripts/cycle.rs): pops ids by queue priority, within each queue's
+-- capacity, and records each as started for one slot. Entries that cannot run (no job
+-- hash, a key of the wrong type, an id or origin that is not text) are failed or
+-- dropped here and reported, so one bad entry never touches another job. Each popped id
+-- is recorded (started, failed or dropped) before the script returns: no moment exists
+-- at which a crash could lose it. The execution keys get their TTLs from the heartbeat
+-- (and are removed by completion or recovery), so the claim writes no EXPIRE.
+-- `q` = {queues = {name...}, caps = {capacity or -1...}, slots = {{worker, exec_id}...},
+--        lease, default_ft, bad_id_exc, bad_origin_exc, again}
+-- `again` marks a repeat of a round whose reply was lost: a slot whose execution id the
+-- lost round already recorded gets that job back instead of a new one.
+-- Returns the entries, each one of
 --   {'job', slot, id, origin, queue, hash_flat}   claimed and recorded as started
---   {'refused', queue, id, reason}                 popped but not runnable (failed here,
---                                                  or dropped when it has no job hash)
+--   {'refused', queue, id, reason}                 popped but not runnable
 --   {'broken', queue, error}                       the queue key is not a list: skipped
--- Each popped id is recorded (started, failed or dropped) before the script returns: no
--- moment exists at which a crash could lose it, and one bad entry touches no other job.
-if redis.call('EXISTS', K.suspended()) == 1 then return {'suspended'} end
-local now_text, now_epoch, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
-local default_ft, bad_id_exc, bad_origin_exc = tonumber(ARGV[5]), ARGV[6], ARGV[7]
-local now = server_now()
-local deadline = now + lease
-local nq = tonumber(ARGV[8])
-local queues, caps = {}, {}
-for i = 1, nq do
-  queues[i] = ARGV[8 + 2 * i - 1]
-  caps[i] = tonumber(ARGV[8 + 2 * i])
-end
-local base = 9 + 2 * nq
-local ns = tonumber(ARGV[base])
-local out = {'ok'}
-local slot = 1
+-- and the set of workers that got a job.
 
--- Pops the next id by priority; a queue key of the wrong type is reported and skipped.
-local function pop()
-  for i = 1, nq do
-    if caps[i] ~= 0 then
-      local id = redis.pcall('LPOP', K.queue(queues[i]))
-      if type(id) == 'table' and id.err then
-        out[#out + 1] = {'broken', queues[i], id.err}
-        caps[i] = 0
-      elseif id then
-        return id, i
+-- The value of `field` in an HGETALL reply.
+local function field_of(h, field)
+  for i = 1, #h, 2 do
+    if h[i] == field then return h[i + 1] end
+  end
+  return nil
+end
+
+local function claim_jobs(q, now, now_text, now_epoch)
+  local out, busy = {}, {}
+  local deadline = now + q.lease
+  local caps = q.caps
+
+  -- Pops the next id by priority; a queue key of the wrong type is reported and skipped.
+  local function pop()
+    for i = 1, #q.queues do
+      if caps[i] ~= 0 then
+        local id = redis.pcall('LPOP', K.queue(q.queues[i]))
+        if type(id) == 'table' and id.err then
+          out[#out + 1] = {'broken', q.queues[i], id.err}
+          caps[i] = 0
+        elseif id then
+          return id, i
+        end
+      end
+    end
+    return nil, nil
+  end
+
+  -- Fails a popped job that cannot run into `queue`'s registry.
+  local function refuse(id, queue, exc, reason)
+    fail_job(id, queue, 'failed', now_text, now, q.default_ft, {'worker_name', '', 'exc_string', exc})
+    out[#out + 1] = {'refused', queue, id, reason}
+  end
+
+  -- The job a lost round already claimed for `slot`, if any.
+  local function claimed_before(slot)
+    local w, ex = q.slots[slot][1], q.slots[slot][2]
+    for _, m in ipairs(redis.call('SMEMBERS', K.worker_executions(w))) do
+      local id, mex = split_member(m)
+      if mex == ex then
+        local h = redis.call('HGETALL', K.job(id))
+        local origin = field_of(h, 'origin') or ''
+        busy[w] = true
+        return {'job', slot, id, origin, origin, h}
+      end
+    end
+    return nil
+  end
+
+  local slot = 1
+  if q.again then
+    local fresh = {}
+    for s = 1, #q.slots do
+      local before = claimed_before(s)
+      if before then out[#out + 1] = before else fresh[#fresh + 1] = s end
+    end
+    if #fresh < #q.slots then return out, busy end
+  end
+  while slot <= #q.slots do
+    local id, qi = pop()
+    if not id then break end
+    local queue = q.queues[qi]
+    local jk = K.job(id)
+    local h = redis.pcall('HGETALL', jk)
+    if type(h) == 'table' and h.err then
+      out[#out + 1] = {'refused', queue, id, 'its job key is not a hash'}
+    elseif #h == 0 then
+      out[#out + 1] = {'refused', queue, id, 'it has no job hash'}
+    elseif not is_text(id, 512) then
+      refuse(id, queue, q.bad_id_exc, 'its id is not UTF-8 text')
+    else
+      local origin = field_of(h, 'origin')
+      if not origin or origin == '' then origin = queue end
+      if not is_text(origin, 512) then
+        refuse(id, queue, q.bad_origin_exc, 'its origin is not UTF-8 text')
+      else
+        if caps[qi] > 0 then caps[qi] = caps[qi] - 1 end
+        local w, ex = q.slots[slot][1], q.slots[slot][2]
+        local m = member(id, ex)
+        redis.call('HSET', jk, 'status', 'started', 'started_at', now_text, 'last_heartbeat', now_text, 'worker_name', w)
+        local ttl = field_of(h, 'ttl')
+        if ttl and ttl ~= '' then redis.call('PERSIST', jk) end
+        redis.call('ZADD', K.started(origin), deadline, m)
+        redis.call('HSET', K.execution(id, ex), 'id', ex, 'job_id', id, 'created_at', now_epoch, 'last_heartbeat', now_epoch, 'worker_name', w)
+        redis.call('ZADD', K.executions(id), deadline + 60, ex)
+        redis.call('SADD', K.worker_executions(w), m)
+        redis.call('HSET', K.worker(w), 'state', BUSY, 'current_job', id, 'current_job_working_time', '0')
+        busy[w] = true
+        out[#out + 1] = {'job', slot, id, origin, queue, h}
+        slot = slot + 1
       end
     end
   end
-  return nil, nil
+  return out, busy
 end
-
--- Fails a popped job that cannot run (no runnable id or origin) into `queue`'s registry.
-local function refuse(id, queue, exc, reason)
-  fail_job(id, queue, 'failed', now_text, now, default_ft, {'worker_name', '', 'exc_string', exc})
-  out[#out + 1] = {'refused', queue, id, reason}
-end
-
-while slot <= ns do
-  local id, qi = pop()
-  if not id then break end
-  local q = queues[qi]
-  local jk = K.job(id)
-  local h = redis.pcall('HGETALL', jk)
-  if type(h) == 'table' and h.err then
-    out[#out + 1] = {'refused', q, id, 'its job key is not a hash'}
-  elseif #h == 0 then
-    out[#out + 1] = {'refused', q, id, 'it has no job hash'}
-  elseif not is_text(id, 512) then
-    refuse(id, q, bad_id_exc, 'its id is not UTF-8 text')
-  else
-    local origin = redis.call('HGET', jk, 'origin')
-    if not origin or origin == '' then origin = q end
-    if not is_text(origin, 512) then
-      refuse(id, q, bad_origin_exc, 'its origin is not UTF-8 text')
-    else
-      if caps[qi] > 0 then caps[qi] = caps[qi] - 1 end
-      local w = ARGV[base + 2 * slot - 1]
-      local ex = ARGV[base + 2 * slot]
-      local m = member(id, ex)
-      local wk = K.worker(w)
-      redis.call('HSET', jk, 'status', 'started', 'started_at', now_text, 'last_heartbeat', now_text, 'worker_name', w)
-      redis.call('PERSIST', jk)
-      redis.call('ZADD', K.started(origin), deadline, m)
-      local exk = K.execution(id, ex)
-      redis.call('HSET', exk, 'id', ex, 'job_id', id, 'created_at', now_epoch, 'last_heartbeat', now_epoch, 'worker_name', w)
-      redis.call('EXPIRE', exk, lease)
-      redis.call('ZADD', K.executions(id), deadline + 60, ex)
-      redis.call('EXPIRE', K.executions(id), lease + 60)
-      redis.call('SADD', K.worker_executions(w), m)
-      redis.call('EXPIRE', K.worker_executions(w), lease + 60)
-      redis.call('HSET', wk, 'state', BUSY, 'current_job', id, 'current_job_working_time', '0')
-      out[#out + 1] = {'job', slot, id, origin, q, h}
-      slot = slot + 1
-    end
-  end
-end
-return out

@@ -1,24 +1,16 @@
-//! Claiming jobs for idle slots ([`claim.lua`](claim.lua)): pops ids by queue priority
-//! and records each as started for one slot, all in one atomic step. Entries that cannot
-//! run (no job hash, a key of the wrong type, an id or origin that is not text) are failed
-//! or dropped inside the script and reported, so one bad entry never touches another job.
+//! The claim half of a [`cycle`](super::cycle) ([`claim.lua`](claim.lua)): pops ids by
+//! queue priority and records each as started for one slot. Entries that cannot run (no
+//! job hash, a key of the wrong type, an id or origin that is not text) are failed or
+//! dropped inside the script and reported, so one bad entry never touches another job.
 
-use super::{script, unexpected};
+use super::unexpected;
 use crate::job::JobHash;
-use crate::keys::Keys;
 use crate::results::encode_exc_string;
-use crate::timefmt::Stamp;
-use redis::aio::ConnectionLike;
 use redis::Value;
 
-/// One claim round: the queues in priority order with the capacity left in each
-/// (`None` = unlimited), and the slots that want a job.
+/// The claim half of a cycle: the queues in priority order with the capacity left in
+/// each (`None` = unlimited), and the slots that want a job.
 pub struct ClaimRequest<'a> {
-    pub now: &'a Stamp,
-    /// Seconds a started job stays in the started registry without a heartbeat.
-    pub lease_secs: u64,
-    /// Failure TTL for jobs refused inside the script that carry none.
-    pub default_failure_ttl: i64,
     pub queues: &'a [(String, Option<usize>)],
     /// `(worker name, execution id)` per idle slot, in the order slots get jobs.
     pub slots: &'a [(&'a str, &'a str)],
@@ -61,25 +53,9 @@ pub enum ClaimReply {
     Entries(Vec<ClaimEntry>),
 }
 
-/// Runs one claim round.
-pub async fn claim<C: ConnectionLike + Send>(
-    conn: &mut C,
-    keys: &Keys,
-    req: &ClaimRequest<'_>,
-) -> redis::RedisResult<ClaimReply> {
-    let mut inv = script!("claim.lua").prepare_invoke();
-    inv.arg(keys.prefix())
-        .arg(&req.now.text)
-        .arg(&req.now.epoch_text)
-        .arg(req.lease_secs)
-        .arg(req.default_failure_ttl)
-        .arg(encode_exc_string(
-            "InvalidJob: the job id is not UTF-8 text (or is longer than 512 bytes)",
-        ))
-        .arg(encode_exc_string(
-            "InvalidJob: field `origin` is not UTF-8 text (or is longer than 512 bytes)",
-        ))
-        .arg(req.queues.len());
+/// The claim half of a cycle's arguments.
+pub(super) fn args(inv: &mut redis::ScriptInvocation<'_>, req: &ClaimRequest<'_>) {
+    inv.arg(req.queues.len());
     for (q, capacity) in req.queues {
         inv.arg(q).arg(capacity.map_or(-1, |c| c as i64));
     }
@@ -87,21 +63,26 @@ pub async fn claim<C: ConnectionLike + Send>(
     for (worker, exec_id) in req.slots {
         inv.arg(*worker).arg(*exec_id);
     }
-    let reply: Value = inv.invoke_async(conn).await?;
-    parse(reply, req.slots.len())
 }
 
-fn parse(reply: Value, slots: usize) -> redis::RedisResult<ClaimReply> {
+/// The texts a job refused at claim time fails with (RQ's `exc_string` encoding).
+pub(super) fn refusal_texts() -> (String, String) {
+    (
+        encode_exc_string("InvalidJob: the job id is not UTF-8 text (or is longer than 512 bytes)"),
+        encode_exc_string(
+            "InvalidJob: field `origin` is not UTF-8 text (or is longer than 512 bytes)",
+        ),
+    )
+}
+
+pub(super) fn parse(reply: Value, slots: usize) -> redis::RedisResult<ClaimReply> {
     let bad = |d: &str| unexpected("claim", d);
-    let Value::Array(items) = reply else {
-        return Err(bad("not an array"));
+    let items = match reply {
+        Value::Array(items) => items,
+        Value::BulkString(b) if b == b"suspended" => return Ok(ClaimReply::Suspended),
+        Value::SimpleString(s) if s == "suspended" => return Ok(ClaimReply::Suspended),
+        _ => return Err(bad("neither entries nor `suspended`")),
     };
-    let mut items = items.into_iter();
-    match items.next().map(text).as_deref() {
-        Some("suspended") => return Ok(ClaimReply::Suspended),
-        Some("ok") => {}
-        other => return Err(bad(&format!("status {other:?}"))),
-    }
     let mut entries = Vec::new();
     for item in items {
         let Value::Array(parts) = item else {

@@ -1,33 +1,18 @@
--- Record the end of one execution in one atomic step: result, registries, TTLs,
--- worker counters and state, retries (also a returned rq.Retry), repeats (RQ 3.0's
--- Repeat), the job's rate-limit slot, and dependents (common/src/scripts/complete.rs is
--- its typed boundary). Every value it reads is validated before anything is written.
--- ARGV: prefix, now_text, now_epoch, id, exec_id, worker, origin, outcome, payload,
---       started_epoch, working_secs, default_result_ttl, default_failure_ttl,
---       retry_max, retry_intervals_json, retry_at_front (outcome retry_value only)
+-- Recording the end of one execution (the completion half of cycle.lua; its typed
+-- boundary is common/src/scripts/cycle.rs): result, registries, TTLs, retries (also a
+-- returned rq.Retry), repeats (RQ 3.0's Repeat), the job's rate-limit slot, and
+-- dependents. Values the worker read from the job hash as claimed (result_ttl, rate
+-- limit, repeat fields, whether it has dependencies) come with the execution, as RQ's
+-- worker uses the job it fetched; each is validated here again under the shared rules
+-- before anything is written. The worker's counters and state are not written per job:
+-- the cycle sets the slot's state, the heartbeat its counters.
+-- `c` = {id, ex, worker, origin, outcome, payload, started_epoch, result_ttl, rl_key,
+--        rl_concurrency, repeats_left, repeat_intervals, ttl, has_dependencies,
+--        retry_max, retry_intervals, retry_at_front}
 -- outcome: ok | fail (retry if retries are left) | fail_final (never retried) | stop |
 --          requeue | lost | retry_value (the function returned rq.Retry; payload = it)
 -- Returns what happened: finished, deleted, repeated, repeat_scheduled, retried,
--- scheduled, failed, stopped, requeued, or lost (the execution was no longer ours:
--- nothing but worker state changed).
-local now_text, now_epoch = ARGV[2], ARGV[3]
-local id, ex, w, origin, outcome = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
-local payload, started_epoch, working = ARGV[9], ARGV[10], ARGV[11]
-local default_rt, default_ft = tonumber(ARGV[12]), tonumber(ARGV[13])
-local now = server_now()
-local jk = K.job(id)
-local m = member(id, ex)
-local wk = K.worker(w)
-
-redis.call('SREM', K.worker_executions(w), m)
-redis.call('HDEL', wk, 'current_job', 'current_job_working_time')
-redis.call('HSET', wk, 'state', IDLE, 'last_heartbeat', now_text)
-redis.call('DEL', K.execution(id, ex))
-redis.call('ZREM', K.executions(id), ex)
-if redis.call('ZREM', K.started(origin), m) == 0 or outcome == 'lost' then return 'lost' end
-redis.call('HINCRBYFLOAT', wk, 'total_working_time', working)
-local rl_key = rate_limit_of(id)
-local exec_fields = {'execution_id', ex, 'execution_started_at', started_epoch, 'execution_ended_at', now_epoch}
+-- scheduled, failed, stopped, requeued, or lost (the execution was no longer ours).
 
 -- A JSON list of whole seconds (0 to MAX_TTL), or nil.
 local function intervals_of(raw)
@@ -47,128 +32,137 @@ local function py_int_list(v)
   return '[' .. table.concat(parts, ', ') .. ']'
 end
 
--- RQ 3.0's Repeat.schedule: the next run at once or after the first interval (the list
--- shifts while it has more than one), inside the success step. Returns what it did, or
--- nil when the job does not repeat.
-local function repeat_job()
-  local f = redis.call('HMGET', jk, 'repeats_left', 'repeat_intervals', 'ttl')
-  local left = int_in(f[1] or '', 0, MAX_RETRIES)
-  if not left or left <= 0 then return nil end
-  local intervals = intervals_of(f[2]) or {}
-  local interval = intervals[1] or 0
-  if #intervals > 1 then
-    table.remove(intervals, 1)
-    redis.call('HSET', jk, 'repeat_intervals', py_int_list(intervals))
-  end
-  redis.call('HSET', jk, 'repeats_left', left - 1)
-  local ttl = int_in(f[3] or '', 1, MAX_TTL)
-  if ttl then redis.call('EXPIRE', jk, ttl) end
-  if interval > 0 then
-    redis.call('SADD', K.queues(), K.queue(origin))
-    redis.call('HSET', jk, 'status', 'scheduled')
-    redis.call('ZADD', K.scheduled(origin), math.floor(now + interval), id)
-    return 'repeat_scheduled'
-  end
-  push_queued(id, origin, now_text, false)
-  return 'repeated'
-end
+local function complete_execution(c, now, now_text, now_epoch, default_rt, default_ft)
+  local id, ex, w, origin, outcome, payload = c.id, c.ex, c.worker, c.origin, c.outcome, c.payload
+  local jk = K.job(id)
+  local m = member(id, ex)
+  redis.call('SREM', K.worker_executions(w), m)
+  redis.call('DEL', K.execution(id, ex))
+  redis.call('ZREM', K.executions(id), ex)
+  if redis.call('ZREM', K.started(origin), m) == 0 or outcome == 'lost' then return 'lost' end
+  local rl_key = nil
+  if c.rl_key ~= '' and int_in(c.rl_concurrency, 1, MAX_RETRIES) then rl_key = c.rl_key end
+  local exec_fields = {'execution_id', ex, 'execution_started_at', c.started_epoch, 'execution_ended_at', now_epoch}
 
-if outcome == 'ok' then
-  redis.call('HINCRBY', wk, 'successful_job_count', 1)
-  local rt = ttl_field(jk, 'result_ttl', default_rt)
-  redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_text, 'last_heartbeat', now_text)
-  release_dependents(id, now, now_text)
-  if rt ~= 0 then
-    local rk = K.results(id)
-    local fields = {'type', '1', 'worker_name', w}
-    if payload ~= '' then
-      fields[#fields + 1] = 'return_value'
-      fields[#fields + 1] = payload
+  -- RQ 3.0's Repeat.schedule: the next run at once or after the first interval (the
+  -- list shifts while it has more than one), inside the success step.
+  local function repeat_job()
+    local left = int_in(c.repeats_left, 0, MAX_RETRIES)
+    if not left or left <= 0 then return nil end
+    local intervals = intervals_of(c.repeat_intervals) or {}
+    local interval = intervals[1] or 0
+    if #intervals > 1 then
+      table.remove(intervals, 1)
+      redis.call('HSET', jk, 'repeat_intervals', py_int_list(intervals))
     end
-    for _, v in ipairs(exec_fields) do fields[#fields + 1] = v end
-    redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', unpack(fields))
+    redis.call('HSET', jk, 'repeats_left', left - 1)
+    local ttl = int_in(c.ttl, 1, MAX_TTL)
+    if ttl then redis.call('EXPIRE', jk, ttl) end
+    if interval > 0 then
+      redis.call('SADD', K.queues(), K.queue(origin))
+      redis.call('HSET', jk, 'status', 'scheduled')
+      redis.call('ZADD', K.scheduled(origin), math.floor(now + interval), id)
+      return 'repeat_scheduled'
+    end
+    push_queued(id, origin, now_text, false)
+    return 'repeated'
+  end
+
+  if outcome == 'ok' then
+    local rt = int_in(c.result_ttl, -1, MAX_TTL) or default_rt
+    redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_text, 'last_heartbeat', now_text)
+    local left_waiting = release_dependents(id, now, now_text)
+    if rt ~= 0 then
+      local rk = K.results(id)
+      local fields = {'type', '1', 'worker_name', w}
+      if payload ~= '' then
+        fields[#fields + 1] = 'return_value'
+        fields[#fields + 1] = payload
+      end
+      for _, v in ipairs(exec_fields) do fields[#fields + 1] = v end
+      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', unpack(fields))
+      if rt > 0 then
+        redis.call('EXPIRE', rk, rt)
+        redis.call('ZADD', K.finished(origin), math.floor(now) + rt, id)
+      else
+        redis.call('PERSIST', rk)
+        redis.call('ZADD', K.finished(origin), '+inf', id)
+      end
+    end
+    local repeated = repeat_job()
+    if repeated then
+      if repeated == 'repeat_scheduled' then rl_settle(rl_key, id, 'scheduled', now, now_text) end
+      return repeated
+    end
+    rl_settle(rl_key, id, 'finished', now, now_text)
+    if rt == 0 then
+      redis.call('DEL', jk, K.dependents(id), K.dependencies(id), K.executions(id))
+      return 'deleted'
+    end
     if rt > 0 then
-      redis.call('EXPIRE', rk, rt)
-      redis.call('ZADD', K.finished(origin), math.floor(now) + rt, id)
-    else
-      redis.call('PERSIST', rk)
-      redis.call('ZADD', K.finished(origin), '+inf', id)
+      redis.call('EXPIRE', jk, rt)
+      if left_waiting > 0 then redis.call('EXPIRE', K.dependents(id), rt) end
+      if c.has_dependencies == '1' then redis.call('EXPIRE', K.dependencies(id), rt) end
+    end
+    return 'finished'
+  end
+
+  if outcome == 'requeue' then
+    requeue_front(id, origin, now, now_text)
+    return 'requeued'
+  end
+
+  if outcome == 'stop' then
+    redis.call('HSET', jk, 'last_heartbeat', now_text)
+  else
+    redis.call('HSET', jk, 'ended_at', now_text, 'last_heartbeat', now_text)
+  end
+
+  if outcome == 'retry_value' then
+    -- RQ 3.0's handle_job_retry for a returned Retry: a RETRIED result and a requeue (at
+    -- once or after the interval for this attempt) until `max` attempts, then failed
+    -- with a MAX_RETRIES_EXCEEDED result.
+    local max = int_in(c.retry_max, 1, MAX_RETRIES) or 1
+    local intervals = intervals_of(c.retry_intervals) or {}
+    local done = int_in(redis.call('HGET', jk, 'number_of_retries') or '', 0, MAX_RETRIES) or 0
+    local rv = {'worker_name', w}
+    if payload ~= '' then rv[#rv + 1] = 'return_value'; rv[#rv + 1] = payload end
+    for _, v in ipairs(exec_fields) do rv[#rv + 1] = v end
+    if done > 0 and done >= max then
+      rv[#rv + 1] = 'exc_string'
+      rv[#rv + 1] = ''
+      fail_job(id, origin, 'failed', now_text, now, default_ft, rv, '5')
+      rl_settle(rl_key, id, 'failed', now, now_text)
+      return 'failed'
+    end
+    redis.call('XADD', K.results(id), 'MAXLEN', '~', '10', '*', 'type', '4', unpack(rv))
+    redis.call('HSET', jk, 'number_of_retries', done + 1)
+    if c.retry_at_front == '1' then redis.call('HSET', jk, 'enqueue_at_front_on_retry', '1') end
+    local interval = 0
+    if #intervals > 0 then interval = intervals[math.min(#intervals - 1, done) + 1] end
+    if interval > 0 then
+      redis.call('SADD', K.queues(), K.queue(origin))
+      redis.call('HSET', jk, 'status', 'scheduled')
+      redis.call('ZADD', K.scheduled(origin), math.floor(now) + interval, id)
+      rl_settle(rl_key, id, 'scheduled', now, now_text)
+      return 'scheduled'
+    end
+    push_queued(id, origin, now_text, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1')
+    return 'retried'
+  end
+
+  if outcome == 'fail' then
+    local retried = retry_job(id, origin, now_text, now)
+    if retried then
+      if retried == 'scheduled' then rl_settle(rl_key, id, 'scheduled', now, now_text) end
+      return retried
     end
   end
-  local repeated = repeat_job()
-  if repeated then
-    if repeated == 'repeat_scheduled' then rl_settle(rl_key, id, 'scheduled', now, now_text) end
-    return repeated
-  end
-  rl_settle(rl_key, id, 'finished', now, now_text)
-  if rt == 0 then
-    redis.call('DEL', jk, K.dependents(id), K.dependencies(id), K.executions(id))
-    return 'deleted'
-  end
-  if rt > 0 then
-    redis.call('EXPIRE', jk, rt)
-    redis.call('EXPIRE', K.dependents(id), rt)
-    redis.call('EXPIRE', K.dependencies(id), rt)
-  end
-  return 'finished'
+  local status = 'failed'
+  if outcome == 'stop' then status = 'stopped' end
+  local fields = {'worker_name', w, 'exc_string', payload}
+  for _, v in ipairs(exec_fields) do fields[#fields + 1] = v end
+  fail_job(id, origin, status, now_text, now, default_ft, fields)
+  rl_settle(rl_key, id, status, now, now_text)
+  return status
 end
-
-if outcome == 'requeue' then
-  requeue_front(id, origin, now, now_text)
-  return 'requeued'
-end
-
-redis.call('HINCRBY', wk, 'failed_job_count', 1)
-if outcome == 'stop' then
-  redis.call('HSET', jk, 'last_heartbeat', now_text)
-else
-  redis.call('HSET', jk, 'ended_at', now_text, 'last_heartbeat', now_text)
-end
-
-if outcome == 'retry_value' then
-  -- RQ 3.0's handle_job_retry for a returned Retry: a RETRIED result and a requeue (at
-  -- once or after the interval for this attempt) until `max` attempts, then failed with
-  -- a MAX_RETRIES_EXCEEDED result.
-  local max = int_in(ARGV[14] or '', 1, MAX_RETRIES) or 1
-  local intervals = intervals_of(ARGV[15]) or {}
-  local done = int_in(redis.call('HGET', jk, 'number_of_retries') or '', 0, MAX_RETRIES) or 0
-  local rv = {'worker_name', w}
-  if payload ~= '' then rv[#rv + 1] = 'return_value'; rv[#rv + 1] = payload end
-  for _, v in ipairs(exec_fields) do rv[#rv + 1] = v end
-  if done > 0 and done >= max then
-    rv[#rv + 1] = 'exc_string'
-    rv[#rv + 1] = ''
-    fail_job(id, origin, 'failed', now_text, now, default_ft, rv, '5')
-    rl_settle(rl_key, id, 'failed', now, now_text)
-    return 'failed'
-  end
-  redis.call('XADD', K.results(id), 'MAXLEN', '~', '10', '*', 'type', '4', unpack(rv))
-  redis.call('HSET', jk, 'number_of_retries', done + 1)
-  if ARGV[16] == '1' then redis.call('HSET', jk, 'enqueue_at_front_on_retry', '1') end
-  local interval = 0
-  if #intervals > 0 then interval = intervals[math.min(#intervals - 1, done) + 1] end
-  if interval > 0 then
-    redis.call('SADD', K.queues(), K.queue(origin))
-    redis.call('HSET', jk, 'status', 'scheduled')
-    redis.call('ZADD', K.scheduled(origin), math.floor(now) + interval, id)
-    rl_settle(rl_key, id, 'scheduled', now, now_text)
-    return 'scheduled'
-  end
-  push_queued(id, origin, now_text, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1')
-  return 'retried'
-end
-
-if outcome == 'fail' then
-  local retried = retry_job(id, origin, now_text, now)
-  if retried then
-    if retried == 'scheduled' then rl_settle(rl_key, id, 'scheduled', now, now_text) end
-    return retried
-  end
-end
-local status = 'failed'
-if outcome == 'stop' then status = 'stopped' end
-local fields = {'worker_name', w, 'exc_string', payload}
-for _, v in ipairs(exec_fields) do fields[#fields + 1] = v end
-fail_job(id, origin, status, now_text, now, default_ft, fields)
-rl_settle(rl_key, id, status, now, now_text)
-return status

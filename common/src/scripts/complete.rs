@@ -1,13 +1,12 @@
-//! Recording how an execution ended ([`complete.lua`](complete.lua)): result,
-//! registries, TTLs, worker counters and state, retries and dependents in one atomic
-//! step. [`Completion`] is what the worker tells the script; [`Recorded`] is what the
-//! script did, which is also the word metrics and logs use.
+//! The completion half of a [`cycle`](super::cycle) ([`complete.lua`](complete.lua)):
+//! result, registries, TTLs, retries, repeats, rate-limit slots and dependents of one
+//! execution. [`Completion`] is what the worker tells the script; [`Recorded`] is what
+//! the script did, which is also the word metrics and logs use.
 
-use super::{script, unexpected};
-use crate::keys::Keys;
+use super::unexpected;
+use crate::job::JobHash;
 use crate::results::encode_exc_string;
 use crate::timefmt::Stamp;
-use redis::aio::ConnectionLike;
 use std::fmt;
 
 /// How an execution ended, as the completion script records it.
@@ -144,37 +143,76 @@ pub struct Defaults {
     pub failure_ttl: i64,
 }
 
-/// Records `completion` for `exec`.
-pub async fn complete<C: ConnectionLike + Send>(
-    conn: &mut C,
-    keys: &Keys,
-    exec: &Execution<'_>,
-    completion: &Completion,
-    defaults: Defaults,
-) -> redis::RedisResult<Recorded> {
-    let now = Stamp::now();
-    let working = (now.at - exec.started.at).num_microseconds().unwrap_or(0) as f64 / 1e6;
-    let (kind, payload) = completion.kind_and_payload();
-    let (retry_max, retry_intervals, retry_at_front) = completion.retry_args();
-    let reply: String = script!("complete.lua")
-        .prepare_invoke()
-        .arg(keys.prefix())
-        .arg(&now.text)
-        .arg(&now.epoch_text)
-        .arg(exec.id)
-        .arg(exec.exec_id)
-        .arg(exec.worker)
-        .arg(exec.origin)
-        .arg(kind)
-        .arg(payload)
-        .arg(&exec.started.epoch_text)
-        .arg(format!("{working}"))
-        .arg(defaults.result_ttl)
-        .arg(defaults.failure_ttl)
-        .arg(retry_max)
-        .arg(retry_intervals)
-        .arg(retry_at_front)
-        .invoke_async(conn)
-        .await?;
-    Recorded::parse(&reply).ok_or_else(|| unexpected("complete", format!("reply {reply:?}")))
+/// What the worker read from the job hash as claimed and the completion uses (RQ's
+/// worker uses the job it fetched, too). The script validates each again.
+#[derive(Debug, Clone, Default)]
+pub struct JobFacts {
+    pub result_ttl: String,
+    pub rate_limit_key: String,
+    pub rate_limit_concurrency: String,
+    pub repeats_left: String,
+    pub repeat_intervals: String,
+    pub ttl: String,
+    pub has_dependencies: bool,
+}
+
+impl JobFacts {
+    pub fn of(hash: &JobHash) -> JobFacts {
+        let text = |f: &str| {
+            hash.raw(f)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        JobFacts {
+            result_ttl: text("result_ttl"),
+            rate_limit_key: text("rate_limit_key"),
+            rate_limit_concurrency: text("rate_limit_concurrency"),
+            repeats_left: text("repeats_left"),
+            repeat_intervals: text("repeat_intervals"),
+            ttl: text("ttl"),
+            has_dependencies: !text("dependency_ids").is_empty()
+                || !text("dependency_id").is_empty(),
+        }
+    }
+}
+
+/// One execution that ended, for a cycle.
+pub struct Ended<'a> {
+    pub exec: Execution<'a>,
+    pub completion: &'a Completion,
+    pub facts: &'a JobFacts,
+}
+
+/// Arguments per ended execution (cycle.lua's completion list).
+pub(super) fn args(inv: &mut redis::ScriptInvocation<'_>, ended: &[Ended<'_>]) {
+    inv.arg(ended.len());
+    for e in ended {
+        let (kind, payload) = e.completion.kind_and_payload();
+        let (retry_max, retry_intervals, retry_at_front) = e.completion.retry_args();
+        let f = e.facts;
+        inv.arg(e.exec.id)
+            .arg(e.exec.exec_id)
+            .arg(e.exec.worker)
+            .arg(e.exec.origin)
+            .arg(kind)
+            .arg(payload)
+            .arg(&e.exec.started.epoch_text)
+            .arg(&f.result_ttl)
+            .arg(&f.rate_limit_key)
+            .arg(&f.rate_limit_concurrency)
+            .arg(&f.repeats_left)
+            .arg(&f.repeat_intervals)
+            .arg(&f.ttl)
+            .arg(if f.has_dependencies { "1" } else { "0" })
+            .arg(retry_max)
+            .arg(retry_intervals)
+            .arg(retry_at_front);
+    }
+}
+
+/// Parses one recorded outcome.
+pub(super) fn recorded(v: redis::Value) -> redis::RedisResult<Recorded> {
+    let s: String = redis::from_redis_value(v)?;
+    Recorded::parse(&s).ok_or_else(|| unexpected("cycle", format!("recorded {s:?}")))
 }

@@ -1,7 +1,9 @@
 -- One batched heartbeat for every slot of a process (common/src/scripts/heartbeat.rs is
 -- its typed boundary). Deadlines come from Redis's clock: now + lease.
--- ARGV: prefix, now_text, now_epoch, lease_secs, stall_gap_secs, nw, worker_name*nw,
---       nj, (id, exec_id, origin)*nj
+-- ARGV: prefix, now_text, now_epoch, lease_secs, stall_gap_secs,
+--       nw, (worker_name, finished, failed, working_secs)*nw, nj, (id, exec_id, origin)*nj
+-- The counters are what each slot did since its last beat (RQ's successful_job_count,
+-- failed_job_count, total_working_time), so completions need not write them per job.
 -- Returns {missing_workers, lost_executions}: worker keys that no longer exist (to
 -- register again) and executions whose started-registry entry is gone (to cancel:
 -- someone else now owns the job).
@@ -12,7 +14,9 @@ observe_clock(now, lease, tonumber(ARGV[5]))
 local nw = tonumber(ARGV[6])
 local missing, lost = {}, {}
 for i = 1, nw do
-  local w = ARGV[6 + i]
+  local at = 6 + 4 * (i - 1)
+  local w = ARGV[at + 1]
+  local finished, failed, working = ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   local wk = K.worker(w)
   if redis.call('EXISTS', wk) == 1 then
     redis.call('HSET', wk, 'last_heartbeat', now_text)
@@ -21,8 +25,11 @@ for i = 1, nw do
   else
     missing[#missing + 1] = w
   end
+  if finished ~= '0' then redis.call('HINCRBY', wk, 'successful_job_count', finished) end
+  if failed ~= '0' then redis.call('HINCRBY', wk, 'failed_job_count', failed) end
+  if working ~= '0' then redis.call('HINCRBYFLOAT', wk, 'total_working_time', working) end
 end
-local base = 7 + nw
+local base = 7 + 4 * nw
 local nj = tonumber(ARGV[base])
 for i = 1, nj do
   local id, ex, origin = ARGV[base + 3 * i - 2], ARGV[base + 3 * i - 1], ARGV[base + 3 * i]

@@ -1,7 +1,7 @@
 //! The batched heartbeat ([`heartbeat.lua`](heartbeat.lua)): one call refreshes every
-//! slot's worker key and every running execution's started-registry deadline (Redis's
-//! clock + the lease), and says which worker keys vanished and which executions are no
-//! longer ours.
+//! slot's worker key (adding the job counters it gathered since the last beat) and every
+//! running execution's started-registry deadline (Redis's clock + the lease), and says
+//! which worker keys vanished and which executions are no longer ours.
 
 use super::script;
 use crate::keys::Keys;
@@ -13,6 +13,14 @@ pub struct Beating<'a> {
     pub id: &'a str,
     pub exec_id: &'a str,
     pub origin: &'a str,
+}
+
+/// A slot's worker name and what it did since its last beat.
+pub struct SlotBeat<'a> {
+    pub worker: &'a str,
+    pub finished: u64,
+    pub failed: u64,
+    pub working_secs: f64,
 }
 
 /// What one beat found.
@@ -31,7 +39,7 @@ pub async fn beat<C: ConnectionLike + Send>(
     now: &Stamp,
     lease_secs: u64,
     stall_gap_secs: u64,
-    workers: &[String],
+    workers: &[SlotBeat<'_>],
     running: &[Beating<'_>],
 ) -> redis::RedisResult<BeatReply> {
     let mut inv = script!("heartbeat.lua").prepare_invoke();
@@ -42,7 +50,14 @@ pub async fn beat<C: ConnectionLike + Send>(
         .arg(stall_gap_secs)
         .arg(workers.len());
     for w in workers {
-        inv.arg(w);
+        inv.arg(w.worker)
+            .arg(w.finished)
+            .arg(w.failed)
+            .arg(if w.working_secs > 0.0 {
+                format!("{}", w.working_secs)
+            } else {
+                "0".into()
+            });
     }
     inv.arg(running.len());
     for r in running {

@@ -8,8 +8,7 @@
 //!
 //! | script | used by | what it does |
 //! |---|---|---|
-//! | [`claim`] | worker fetch | pop by priority and record as started, for all idle slots |
-//! | [`complete`] | worker complete | result, registries, TTLs, counters, retries, dependents |
+//! | [`cycle`] | worker fetch | completions, then claims: [`complete`] (result, registries, TTLs, retries, repeats, rate limits, dependents) and [`claim`] (pop by priority and record as started) for every slot ready at once |
 //! | [`heartbeat`] | worker heartbeat | every slot's worker key and every running job's deadline |
 //! | [`maintenance`] | worker maintenance | abandoned jobs, expired entries, ready registry, dead workers |
 //! | [`rate_limits`] | worker maintenance | RQ 3.0 rate-limit slots no job holds any more |
@@ -22,6 +21,7 @@ pub mod cancel;
 pub mod claim;
 pub mod complete;
 pub mod cron;
+pub mod cycle;
 pub mod empty;
 pub mod enqueue;
 pub mod heartbeat;
@@ -32,16 +32,17 @@ pub mod scheduler;
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
-/// Compiles a script body with the prelude in front.
-fn with_prelude(body: &str) -> redis::Script {
-    redis::Script::new(&format!("{PRELUDE}\n{body}"))
+/// Compiles script parts (each file's functions, the last one's main body) with the
+/// prelude in front.
+fn with_prelude(parts: &[&str]) -> redis::Script {
+    redis::Script::new(&format!("{PRELUDE}\n{}", parts.join("\n")))
 }
 
-/// `static` accessor for one script: `script!("claim.lua")` compiles it once per process.
+/// `static` accessor for one script: `script!("empty.lua")` compiles it once per process.
 macro_rules! script {
     ($file:literal) => {{
         static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
-        SCRIPT.get_or_init(|| super::with_prelude(include_str!($file)))
+        SCRIPT.get_or_init(|| super::with_prelude(&[include_str!($file)]))
     }};
 }
 use script;

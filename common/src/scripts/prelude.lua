@@ -231,15 +231,18 @@ local function dependency_met(ps, allow_failures)
 end
 
 -- Moves every deferred dependent of `parent_id` whose dependencies are all met onto its
--- queue, in the same atomic step as the parent's own transition.
+-- queue (through its limiter when rate-limited), in the same atomic step as the parent's
+-- own transition. Returns how many dependents are still waiting in the set.
 local function release_dependents(parent_id, now, now_text)
   local dkey = K.dependents(parent_id)
-  local released = 0
+  local left = 0
   for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
     local f = redis.call('HMGET', K.job(dep), 'status', 'origin', 'allow_dependency_failures', 'enqueue_at_front')
     local st, origin = f[1], f[2]
+    left = left + 1
     if not st then
       redis.call('SREM', dkey, dep)
+      left = left - 1
     elseif st == 'deferred' and origin then
       local allow = f[3] == '1'
       local ok = true
@@ -253,11 +256,11 @@ local function release_dependents(parent_id, now, now_text)
         redis.call('ZREM', K.deferred(origin), dep)
         enqueue_job(dep, origin, now, now_text, f[4] == '1')
         redis.call('SREM', dkey, dep)
-        released = released + 1
+        left = left - 1
       end
     end
   end
-  return released
+  return left
 end
 
 -- Retries a failed job per `retries_left`/`retry_intervals` (RQ's get_retry_interval):

@@ -1,8 +1,12 @@
-//! Claiming jobs for idle slots (Sidekiq's fetch). Idle slots ask the fetcher for work;
-//! it claims for all of them at once with one atomic script call
-//! ([`runq_common::scripts::claim`]: pop by queue priority and record as started, so no
-//! crash window can lose an id) and hands each slot its [`Job`] with a queue-limit
-//! [`Permit`]. When the queues are empty it sleeps until a [`wakeups`] waiter sees a job.
+//! Where slots hand in finished jobs and get their next one (Sidekiq's fetch, with the
+//! completion folded in). Each slot sends one request: its last job's completion (if
+//! any) and a wish for the next job. The fetcher answers every request that is pending
+//! with one atomic script call ([`runq_common::scripts::cycle`]): the completions are
+//! recorded, then jobs are popped by queue priority and recorded as started for the
+//! slots — so no crash window can lose an id, and finishing a job and claiming the next
+//! share a round trip with every other slot ready at the same moment. When the queues
+//! are empty the idle slots wait until a [`wakeups`] waiter sees a job. After a warm
+//! shutdown the fetcher still records completions, and claims nothing.
 
 pub mod limits;
 pub mod wakeups;
@@ -15,7 +19,9 @@ use limits::{Permit, QueueLimits};
 use runq_common::config::Config;
 use runq_common::connect::SharedConnection;
 use runq_common::echo::clip;
-use runq_common::scripts::claim::{self, ClaimEntry, ClaimReply, ClaimRequest};
+use runq_common::scripts::claim::{ClaimEntry, ClaimReply, ClaimRequest};
+use runq_common::scripts::complete::{Completion, Defaults, Ended, Execution, JobFacts, Recorded};
+use runq_common::scripts::cycle::{self, CycleRequest};
 use runq_common::timefmt::Stamp;
 use runq_common::worker_state::WorkerState;
 use runq_common::Keys;
@@ -30,9 +36,40 @@ pub struct Claimed {
     pub permit: Permit,
 }
 
+/// A slot's finished job, to record.
+pub struct Done {
+    pub job: Arc<Job>,
+    pub completion: Completion,
+    /// Its place in its queue's limit, given back before the next claim.
+    pub permit: Option<Permit>,
+}
+
+/// What a slot does next.
+pub enum Next {
+    /// Run this job.
+    Job(Claimed),
+    /// Nothing to run right now: ask again (the request waits until there is).
+    Wait,
+    /// The worker takes no more jobs: the slot ends.
+    Stop,
+}
+
+/// The answer to a slot's request.
+pub struct Reply {
+    /// What the cycle recorded for the slot's finished job; `None` when the slot had
+    /// none, or when recording was given up (cold shutdown, Redis gone: the job stays in
+    /// the started registry for recovery).
+    pub recorded: Option<Recorded>,
+    pub next: Next,
+}
+
 struct Request {
     slot: usize,
-    reply: oneshot::Sender<Claimed>,
+    done: Option<Done>,
+    /// The execution id a claim for this slot uses; kept across retries, so a round
+    /// whose reply was lost can give the slot the job it already claimed.
+    exec_id: String,
+    reply: oneshot::Sender<Reply>,
 }
 
 /// A slot's handle on the fetcher.
@@ -42,10 +79,17 @@ pub struct FetchHandle {
 }
 
 impl FetchHandle {
-    /// Waits for the next job for `slot`; `None` when the worker stops taking jobs.
-    pub async fn next(&self, slot: usize) -> Option<Claimed> {
+    /// Hands in `done` (the slot's finished job, if any) and waits for the answer;
+    /// `None` when the fetcher is gone.
+    pub async fn exchange(&self, slot: usize, done: Option<Done>) -> Option<Reply> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Request { slot, reply }).await.ok()?;
+        let request = Request {
+            slot,
+            done,
+            exec_id: uuid::Uuid::new_v4().simple().to_string(),
+            reply,
+        };
+        self.tx.send(request).await.ok()?;
         rx.await.ok()
     }
 }
@@ -69,10 +113,12 @@ pub struct Fetcher {
     limits: Arc<QueueLimits>,
     rx: mpsc::Receiver<Request>,
     /// Queues whose key was found not to be a list (logged once until it is fixed).
-    broken: std::sync::Mutex<std::collections::HashSet<String>>,
+    broken: std::collections::HashSet<String>,
+    suspended: bool,
+    end: Option<FetchEnd>,
 }
 
-/// What one claim round did for the idle slots.
+/// What one round did for the waiting slots.
 enum Round {
     Suspended,
     /// How many slots got a job.
@@ -98,176 +144,282 @@ impl Fetcher {
             burst,
             rx,
             broken: Default::default(),
+            suspended: false,
+            end: None,
         };
         (fetcher, FetchHandle { tx })
     }
 
-    /// Runs until warm shutdown (or, in burst mode, until the queues are drained).
+    /// Runs until every slot has gone (after a warm shutdown, or a drained burst).
     pub async fn run(mut self) -> FetchEnd {
         let wakeups = (!self.burst).then(|| Wakeups::start(&self.config, &self.shutdown));
         let mut pending: Vec<Request> = Vec::new();
         let mut backoff = Duration::from_millis(250);
-        let mut suspended = false;
+        let mut failures = 0u32;
         loop {
             if pending.is_empty() {
                 if let Some(w) = &wakeups {
                     w.disarm();
                 }
-                tokio::select! {
-                    r = self.rx.recv() => match r { Some(r) => pending.push(r), None => return FetchEnd::Stopped },
-                    _ = self.shutdown.warm() => return FetchEnd::Stopped,
+                match self.rx.recv().await {
+                    Some(r) => pending.push(r),
+                    None => return self.end.take().unwrap_or(FetchEnd::Stopped),
                 }
             }
             while let Ok(r) = self.rx.try_recv() {
                 pending.push(r);
             }
-            pending.retain(|r| !r.reply.is_closed());
-            if self.shutdown.is_warm() {
-                return FetchEnd::Stopped;
-            }
-            if pending.is_empty() {
-                continue;
-            }
-            match self.round(&mut pending).await {
-                Ok(Round::Suspended) => {
-                    if !suspended {
-                        tracing::info!("queues are suspended (rq:suspended); not taking jobs");
-                        suspended = true;
-                        self.set_state(&pending, WorkerState::Suspended).await;
-                    }
-                    if self.burst {
-                        return FetchEnd::Stopped;
-                    }
-                    self.pause(Duration::from_millis(500)).await;
+            pending.retain(|r| r.done.is_some() || !r.reply.is_closed());
+            let claiming = !self.shutdown.is_warm() && self.end.is_none();
+            if !claiming {
+                // Slots waiting for a job end; finished jobs are still recorded below.
+                for r in pending.extract_if(.., |r| r.done.is_none()) {
+                    let _ = r.reply.send(Reply {
+                        recorded: None,
+                        next: Next::Stop,
+                    });
                 }
-                Ok(Round::HandedOut(handed_out)) => {
+                if pending.is_empty() {
+                    continue;
+                }
+            }
+            match self.round(&mut pending, claiming, failures > 0).await {
+                Ok(round) => {
                     backoff = Duration::from_millis(250);
-                    if suspended {
-                        tracing::info!("queues resumed");
-                        suspended = false;
-                        self.set_state(&pending, WorkerState::Idle).await;
-                    }
-                    if pending.is_empty() || handed_out > 0 {
-                        continue;
-                    }
-                    if self.burst {
-                        if pending.len() == self.slots.len() {
-                            return FetchEnd::Drained;
+                    failures = 0;
+                    let idle_waiting = !pending.is_empty();
+                    match round {
+                        Round::HandedOut(n) if n > 0 || !idle_waiting => continue,
+                        Round::Suspended if self.burst => {
+                            self.end = Some(FetchEnd::Stopped);
+                            continue;
                         }
-                        // Other slots are still busy and may enqueue dependents or retries.
-                        self.wait_for_request_or(Duration::from_millis(100), &mut pending)
-                            .await;
-                        continue;
-                    }
-                    if let Some(w) = &wakeups {
-                        w.arm();
-                        tokio::select! {
-                            _ = w.woken() => {}
-                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                            _ = self.shutdown.warm() => return FetchEnd::Stopped,
+                        Round::Suspended => {
+                            self.wait(None, Duration::from_millis(500), &mut pending)
+                                .await
+                        }
+                        Round::HandedOut(_) if self.burst => {
+                            if pending.len() == self.slots.len() {
+                                self.end = Some(FetchEnd::Drained);
+                                continue;
+                            }
+                            // Other slots are still busy and may enqueue dependents or retries.
+                            self.wait(None, Duration::from_millis(100), &mut pending)
+                                .await;
+                        }
+                        Round::HandedOut(_) => {
+                            self.wait(wakeups.as_deref(), Duration::from_secs(2), &mut pending)
+                                .await
                         }
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "claiming jobs failed; retrying in {backoff:?}");
+                    failures += 1;
                     self.redis.reset().await;
-                    self.pause(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    if self.shutdown.is_cold() && failures >= 5 {
+                        tracing::error!(error = %e, "giving up recording outcomes during shutdown; the jobs stay in the started registry for recovery");
+                        for r in pending.drain(..) {
+                            let _ = r.reply.send(Reply {
+                                recorded: None,
+                                next: Next::Stop,
+                            });
+                        }
+                        continue;
+                    }
+                    tracing::warn!(error = %e, "recording and claiming jobs failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }
     }
 
-    async fn set_state(&self, pending: &[Request], state: WorkerState) {
-        let idle: Vec<String> = pending
-            .iter()
-            .map(|r| self.slots.names[r.slot].clone())
-            .collect();
-        if let Ok(mut conn) = self.redis.get().await {
-            let _ = registration::set_state(&mut conn, &self.keys, &idle, state).await;
+    /// Waits until a slot hands in something, a waiter sees a job, `limit` passes or the
+    /// shutdown begins.
+    async fn wait(
+        &mut self,
+        wakeups: Option<&Wakeups>,
+        limit: Duration,
+        pending: &mut Vec<Request>,
+    ) {
+        if let Some(w) = wakeups {
+            w.arm();
         }
-    }
-
-    async fn pause(&self, d: Duration) {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => {}
-            _ = self.shutdown.warm() => {}
-        }
-    }
-
-    async fn wait_for_request_or(&mut self, d: Duration, pending: &mut Vec<Request>) {
+        let woken = async {
+            match wakeups {
+                Some(w) => w.woken().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = self.rx.recv() => if let Some(r) = r { pending.push(r) },
-            _ = tokio::time::sleep(d) => {}
+            _ = woken => {}
+            _ = tokio::time::sleep(limit) => {}
             _ = self.shutdown.warm() => {}
         }
     }
 
-    /// One claim for every pending request; served requests leave `pending`.
-    async fn round(&self, pending: &mut Vec<Request>) -> runq_common::Result<Round> {
+    async fn set_state(&self, slots: &[usize], state: WorkerState) {
+        let names: Vec<String> = slots.iter().map(|s| self.slots.names[*s].clone()).collect();
+        if let Ok(mut conn) = self.redis.get().await {
+            let _ = registration::set_state(&mut conn, &self.keys, &names, state).await;
+        }
+    }
+
+    /// One cycle for every pending request: record what is done, claim for every slot
+    /// (when `claiming`). Answered requests leave `pending`; the idle ones that got no
+    /// job stay.
+    async fn round(
+        &mut self,
+        pending: &mut Vec<Request>,
+        claiming: bool,
+        again: bool,
+    ) -> runq_common::Result<Round> {
         let now = Stamp::now();
-        let exec_ids: Vec<String> = pending
+        // A finished job's place in its queue limit is free before the claim.
+        for r in pending.iter_mut() {
+            if let Some(d) = r.done.as_mut() {
+                d.permit = None;
+            }
+        }
+        let facts: Vec<JobFacts> = pending
             .iter()
-            .map(|_| uuid::Uuid::new_v4().simple().to_string())
+            .filter_map(|r| r.done.as_ref())
+            .map(|d| JobFacts::of(&d.job.hash))
             .collect();
-        let slot_args: Vec<(&str, &str)> = pending
+        let done: Vec<&Done> = pending.iter().filter_map(|r| r.done.as_ref()).collect();
+        let ended: Vec<Ended> = done
             .iter()
-            .zip(&exec_ids)
-            .map(|(r, ex)| (self.slots.names[r.slot].as_str(), ex.as_str()))
+            .zip(&facts)
+            .map(|(d, facts)| Ended {
+                exec: Execution {
+                    id: &d.job.id,
+                    exec_id: &d.job.exec_id,
+                    worker: &d.job.worker,
+                    origin: &d.job.origin,
+                    started: &d.job.started,
+                },
+                completion: &d.completion,
+                facts,
+            })
             .collect();
+        let slot_args: Vec<(&str, &str)> = if claiming {
+            pending
+                .iter()
+                .map(|r| (self.slots.names[r.slot].as_str(), r.exec_id.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let queues = self.limits.capacities();
-        let request = ClaimRequest {
+        let request = CycleRequest {
             now: &now,
             lease_secs: self.config.worker.heartbeat_secs * 3,
-            default_failure_ttl: self.config.worker.failure_ttl,
-            queues: &queues,
-            slots: &slot_args,
+            defaults: Defaults {
+                result_ttl: self.config.worker.result_ttl,
+                failure_ttl: self.config.worker.failure_ttl,
+            },
+            ended: &ended,
+            claim: ClaimRequest {
+                queues: &queues,
+                slots: &slot_args,
+            },
+            again,
         };
         let mut conn = self.redis.get().await?;
-        let entries = match claim::claim(&mut conn, &self.keys, &request).await? {
-            ClaimReply::Suspended => return Ok(Round::Suspended),
-            ClaimReply::Entries(entries) => entries,
-        };
-        let mut requests: Vec<Option<Request>> = pending.drain(..).map(Some).collect();
+        let reply = cycle::cycle(&mut conn, &self.keys, &request).await?;
+        drop(ended);
+        drop(done);
+        let mut recorded = reply.recorded.into_iter();
+        let mut answers: Vec<(Request, Option<Recorded>, Option<Claimed>)> = pending
+            .drain(..)
+            .map(|r| {
+                let rec = if r.done.is_some() {
+                    recorded.next()
+                } else {
+                    None
+                };
+                (r, rec, None)
+            })
+            .collect();
+        let suspended = matches!(reply.claim, ClaimReply::Suspended);
         let mut handed_out = 0;
-
-        for entry in entries {
-            match entry {
-                ClaimEntry::Claimed(c) => {
-                    let Some(request) = requests.get_mut(c.slot).and_then(Option::take) else {
-                        continue;
-                    };
-                    self.broken
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&c.queue);
-                    let permit = self.limits.take(&c.queue);
-                    let exec_id = exec_ids[c.slot].clone();
-                    let job = Arc::new(Job::new(
-                        request.slot,
-                        &self.slots.names[request.slot],
-                        c,
-                        &exec_id,
-                        now.clone(),
-                    ));
-                    handed_out += 1;
-                    if let Err(lost) = request.reply.send(Claimed { job, permit }) {
-                        tracing::error!(job = %lost.job.id, "slot went away after claiming; the job stays in the started registry for recovery");
+        if let ClaimReply::Entries(entries) = reply.claim {
+            for entry in entries {
+                match entry {
+                    ClaimEntry::Claimed(c) => {
+                        let Some(answer) = answers.get_mut(c.slot) else {
+                            continue;
+                        };
+                        self.broken.remove(&c.queue);
+                        let permit = self.limits.take(&c.queue);
+                        let r = &answer.0;
+                        let job = Arc::new(Job::new(
+                            r.slot,
+                            &self.slots.names[r.slot],
+                            c,
+                            &r.exec_id,
+                            now.clone(),
+                        ));
+                        answer.2 = Some(Claimed { job, permit });
+                        handed_out += 1;
                     }
-                }
-                ClaimEntry::Refused { queue, id, reason } => {
-                    tracing::warn!(queue = %queue, job = %clip(&id, 80), "refused a queue entry: {reason}");
-                }
-                ClaimEntry::BrokenQueue { queue, error } => {
-                    let mut known = self.broken.lock().unwrap_or_else(|p| p.into_inner());
-                    if known.insert(queue.clone()) {
-                        tracing::error!(queue = %queue, error = %clip(&error, 200), "the queue key is not a list; skipping this queue until it is fixed");
+                    ClaimEntry::Refused { queue, id, reason } => {
+                        tracing::warn!(queue = %queue, job = %clip(&id, 80), "refused a queue entry: {reason}");
+                    }
+                    ClaimEntry::BrokenQueue { queue, error } => {
+                        if self.broken.insert(queue.clone()) {
+                            tracing::error!(queue = %queue, error = %clip(&error, 200), "the queue key is not a list; skipping this queue until it is fixed");
+                        }
                     }
                 }
             }
         }
+        self.note_suspension(suspended, &answers).await;
+        for (r, rec, claimed) in answers {
+            let next = match claimed {
+                Some(c) => Next::Job(c),
+                None if !claiming => Next::Stop,
+                None if r.done.is_some() => Next::Wait,
+                None => {
+                    // An idle slot with nothing to run keeps waiting for a job.
+                    pending.push(r);
+                    continue;
+                }
+            };
+            if let Err(lost) = r.reply.send(Reply {
+                recorded: rec,
+                next,
+            }) {
+                if let Next::Job(c) = lost.next {
+                    tracing::error!(job = %c.job.id, "slot went away after claiming; the job stays in the started registry for recovery");
+                }
+            }
+        }
+        Ok(if suspended {
+            Round::Suspended
+        } else {
+            Round::HandedOut(handed_out)
+        })
+    }
 
-        pending.extend(requests.into_iter().flatten());
-        Ok(Round::HandedOut(handed_out))
+    /// Logs and shows (worker `state`) a suspension when it starts or ends.
+    async fn note_suspension(
+        &mut self,
+        suspended: bool,
+        answers: &[(Request, Option<Recorded>, Option<Claimed>)],
+    ) {
+        if suspended == self.suspended {
+            return;
+        }
+        self.suspended = suspended;
+        let waiting: Vec<usize> = answers.iter().map(|(r, ..)| r.slot).collect();
+        if suspended {
+            tracing::info!("queues are suspended (rq:suspended); not taking jobs");
+            self.set_state(&waiting, WorkerState::Suspended).await;
+        } else {
+            tracing::info!("queues resumed");
+            self.set_state(&waiting, WorkerState::Idle).await;
+        }
     }
 }

@@ -1,0 +1,52 @@
+-- One round trip for a process's slots (common/src/scripts/cycle.rs is its typed
+-- boundary): first record the executions that ended (complete.lua's
+-- `complete_execution`), then claim jobs for the slots that want one (claim.lua's
+-- `claim_jobs`), unless the queues are suspended. A slot that completed and got no new
+-- job goes idle; one that got a job is busy with it.
+-- ARGV: prefix, now_text, now_epoch, lease_secs, default_result_ttl, default_failure_ttl,
+--       bad_id_exc, bad_origin_exc, again (1: this repeats a round whose reply was lost),
+--       nc, (id, exec_id, worker, origin, outcome, payload, started_epoch, result_ttl,
+--            rl_key, rl_concurrency, repeats_left, repeat_intervals, ttl,
+--            has_dependencies, retry_max, retry_intervals, retry_at_front)*nc,
+--       nq, (queue, capacity)*nq, ns, (worker_name, execution_id)*ns
+-- Returns {{recorded...}, 'suspended' | {claim entry...}}.
+local now_text, now_epoch = ARGV[2], ARGV[3]
+local lease, default_rt, default_ft = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local now = server_now()
+local at = 10
+local nc = tonumber(ARGV[at])
+local names = {'id', 'ex', 'worker', 'origin', 'outcome', 'payload', 'started_epoch', 'result_ttl',
+  'rl_key', 'rl_concurrency', 'repeats_left', 'repeat_intervals', 'ttl', 'has_dependencies',
+  'retry_max', 'retry_intervals', 'retry_at_front'}
+local recorded, completed_by = {}, {}
+for i = 1, nc do
+  local c = {}
+  for j, name in ipairs(names) do c[name] = ARGV[at + (i - 1) * #names + j] end
+  recorded[i] = complete_execution(c, now, now_text, now_epoch, default_rt, default_ft)
+  completed_by[#completed_by + 1] = c.worker
+end
+at = at + nc * #names + 1
+local q = {queues = {}, caps = {}, slots = {}, lease = lease, default_ft = default_ft,
+  bad_id_exc = ARGV[7], bad_origin_exc = ARGV[8], again = ARGV[9] == '1'}
+local nq = tonumber(ARGV[at])
+for i = 1, nq do
+  q.queues[i] = ARGV[at + 2 * i - 1]
+  q.caps[i] = tonumber(ARGV[at + 2 * i])
+end
+at = at + 2 * nq + 1
+local ns = tonumber(ARGV[at])
+for i = 1, ns do q.slots[i] = {ARGV[at + 2 * i - 1], ARGV[at + 2 * i]} end
+
+local claimed, busy = 'suspended', {}
+if ns > 0 and redis.call('EXISTS', K.suspended()) == 0 then
+  claimed, busy = claim_jobs(q, now, now_text, now_epoch)
+elseif ns == 0 then
+  claimed = {}
+end
+for _, w in ipairs(completed_by) do
+  if not busy[w] then
+    redis.call('HSET', K.worker(w), 'state', IDLE)
+    redis.call('HDEL', K.worker(w), 'current_job', 'current_job_working_time')
+  end
+end
+return {recorded, claimed}
