@@ -43,7 +43,8 @@ pub fn seconds(flag: &str, s: &str) -> Result<i64, CliError> {
     if n < 0 {
         return Err(bad());
     }
-    Ok(n * mult)
+    // `2562050000000000h` overflowed (a panic in debug builds); found by runq-fuzz.
+    n.checked_mul(mult).ok_or_else(bad)
 }
 
 /// An absolute time for `--at`: RFC 3339 (`2026-11-23T18:00:00Z`) or epoch seconds.
@@ -76,6 +77,7 @@ mod tests {
         assert_eq!(seconds("--timeout", "30").unwrap(), 30);
         assert_eq!(seconds("--timeout", "-1").unwrap(), -1);
         assert!(seconds("--timeout", "soon").is_err());
+        assert!(seconds("--ttl", "2562050000000000h").is_err());
         assert_eq!(at_time("1970-01-01T00:01:00Z").unwrap(), 60);
     }
 }

@@ -1,7 +1,6 @@
 //! `runq`: the command-line client. Enqueues jobs and inspects jobs, queues and workers.
 //! Every failure prints one line naming what went wrong and exits non-zero.
 
-mod args;
 mod batch;
 mod bench;
 mod bench_locks;
@@ -16,6 +15,7 @@ mod tail;
 
 use clap::{Parser, Subcommand};
 use runq_common::Config;
+use runq_enqueuer::{args, CliError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -77,19 +77,6 @@ enum Command {
     Prep(prep::PrepArgs),
     /// Follow a run's status lines (DB 2) live.
     Tail(tail::TailArgs),
-}
-
-/// A command's failure, printed as one line.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    #[error(transparent)]
-    Common(#[from] runq_common::Error),
-    #[error("{0}")]
-    Usage(String),
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    #[error("{0}")]
-    Other(String),
 }
 
 fn main() -> ExitCode {
