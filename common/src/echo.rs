@@ -8,17 +8,32 @@ use std::fmt;
 pub const ECHO_CHARS: usize = 200;
 
 /// Keeps at most `max_chars` characters of `text` (its head) and, when something was
-/// cut, says how many bytes: `mymod.aaaa… (10485560 more bytes)`. Borrowed when `text`
-/// is short enough; a cut never splits a character.
+/// cut, says how many bytes: `mymod.aaaa… (10485560 more bytes)`. Control characters
+/// (line breaks included) are escaped (`\n`), so the echo stays on one line. Borrowed
+/// when `text` is short and plain; a cut never splits a character.
 pub fn clip(text: &str, max_chars: usize) -> Cow<'_, str> {
+    let plain = |c: char| !c.is_control();
     match text.char_indices().nth(max_chars) {
-        None => Cow::Borrowed(text),
+        None if text.chars().all(plain) => Cow::Borrowed(text),
+        None => Cow::Owned(escaped(text)),
         Some((cut, _)) => Cow::Owned(format!(
             "{}… ({} more bytes)",
-            &text[..cut],
+            escaped(&text[..cut]),
             text.len() - cut
         )),
     }
+}
+
+fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// [`clip`] with the default [`ECHO_CHARS`].
@@ -27,8 +42,8 @@ pub fn short(text: &str) -> Cow<'_, str> {
 }
 
 /// Formats `value` (an error from a decoder, which may quote the input) keeping at
-/// most `max_chars` characters. Formatting stops as soon as the limit is reached, so a
-/// `Debug` dump of a huge value is never built in full.
+/// most `max_chars` characters, control characters escaped. Formatting stops as soon
+/// as the limit is reached, so a `Debug` dump of a huge value is never built in full.
 pub fn clip_display(value: &dyn fmt::Display, max_chars: usize) -> String {
     struct Bounded {
         out: String,
@@ -43,7 +58,11 @@ pub fn clip_display(value: &dyn fmt::Display, max_chars: usize) -> String {
                     self.cut = true;
                     return Err(fmt::Error);
                 }
-                self.out.push(c);
+                if c.is_control() {
+                    self.out.extend(c.escape_default());
+                } else {
+                    self.out.push(c);
+                }
                 self.chars += 1;
             }
             Ok(())
@@ -82,6 +101,13 @@ mod tests {
         let c = clip(&big, 200);
         assert!(c.len() < 250, "{}", c.len());
         assert!(c.ends_with("(10485560 more bytes)"), "{c}");
+    }
+
+    #[test]
+    fn control_characters_are_escaped_onto_one_line() {
+        assert_eq!(clip("a\nb\u{1b}", 10), "a\\nb\\u{1b}");
+        assert_eq!(clip("a\nbcdef", 3), "a\\nb… (4 more bytes)");
+        assert_eq!(clip_display(&"x\ny", 10), "x\\ny");
     }
 
     #[test]

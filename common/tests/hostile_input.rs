@@ -200,6 +200,12 @@ fn ten_megabyte_function_name_is_clipped() {
     let e = payload::decode(format!(r#"["{long}", {{"x": 1}}, [], {{}}]"#).as_bytes()).unwrap_err();
     assert!(matches!(e, PayloadError::HasInstance { .. }), "{e}");
     one_line(&e);
+    // A line break in the name stays escaped (found by runq-fuzz, msgpack payload).
+    let e = payload::decode(b"\x94\xa3a\nb\x81\xa1x\x01\x90\x80").unwrap_err();
+    assert_eq!(
+        one_line(&e),
+        "UnsupportedJob: a\\nb is a bound method or callable object (the job has an `instance`); runq-worker runs plain functions only"
+    );
 }
 
 #[test]

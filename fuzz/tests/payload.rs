@@ -125,6 +125,20 @@ fn corpus_decodes_as_python_wrote_it() {
     assert!(n >= 60, "{n} corpus payloads");
 }
 
+/// Inputs the long run found, kept as regressions.
+#[test]
+fn found_by_fuzzing() {
+    // msgpack call whose func name holds a line break, with an `instance`: the echo was
+    // two lines.
+    let found: &[&[u8]] = &[&[
+        148, 186, 46, 46, 97, 95, 95, 46, 95, 46, 97, 95, 97, 97, 46, 10, 93, 113, 0, 40, 104, 0,
+        104, 0, 108, 113, 1, 46, 46, 97, 95, 46, 95, 46, 97, 95, 97, 97, 46, 192, 145, 144, 128,
+    ]];
+    for data in found {
+        decode_case(data.to_vec()).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 #[test]
 #[ignore = "long run: cargo test -p runq-fuzz --release -- --ignored"]
 fn long_payloads() {
