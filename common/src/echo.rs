@@ -9,31 +9,42 @@ pub const ECHO_CHARS: usize = 200;
 
 /// Keeps at most `max_chars` characters of `text` (its head) and, when something was
 /// cut, says how many bytes: `mymod.aaaa… (10485560 more bytes)`. Control characters
-/// (line breaks included) are escaped (`\n`), so the echo stays on one line. Borrowed
-/// when `text` is short and plain; a cut never splits a character.
+/// (line breaks included) are escaped (`\n`), so the echo stays on one line; escapes
+/// count towards `max_chars`. Borrowed when `text` is short and plain; a cut never
+/// splits a character.
 pub fn clip(text: &str, max_chars: usize) -> Cow<'_, str> {
-    let plain = |c: char| !c.is_control();
-    match text.char_indices().nth(max_chars) {
-        None if text.chars().all(plain) => Cow::Borrowed(text),
-        None => Cow::Owned(escaped(text)),
-        Some((cut, _)) => Cow::Owned(format!(
-            "{}… ({} more bytes)",
-            escaped(&text[..cut]),
-            text.len() - cut
-        )),
+    if text.chars().nth(max_chars).is_none() && !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::new();
+    let mut width = 0;
+    for (i, c) in text.char_indices() {
+        let w = char_width(c);
+        if width + w > max_chars {
+            out.push_str(&format!("… ({} more bytes)", text.len() - i));
+            return Cow::Owned(out);
+        }
+        push_escaped(&mut out, c);
+        width += w;
+    }
+    Cow::Owned(out)
+}
+
+/// Characters `c` takes once escaped.
+fn char_width(c: char) -> usize {
+    if c.is_control() {
+        c.escape_default().count()
+    } else {
+        1
     }
 }
 
-fn escaped(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
+fn push_escaped(out: &mut String, c: char) {
+    if c.is_control() {
+        out.extend(c.escape_default());
+    } else {
+        out.push(c);
     }
-    out
 }
 
 /// [`clip`] with the default [`ECHO_CHARS`].
@@ -54,16 +65,13 @@ pub fn clip_display(value: &dyn fmt::Display, max_chars: usize) -> String {
     impl fmt::Write for Bounded {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             for c in s.chars() {
-                if self.chars == self.max {
+                let w = char_width(c);
+                if self.chars + w > self.max {
                     self.cut = true;
                     return Err(fmt::Error);
                 }
-                if c.is_control() {
-                    self.out.extend(c.escape_default());
-                } else {
-                    self.out.push(c);
-                }
-                self.chars += 1;
+                push_escaped(&mut self.out, c);
+                self.chars += w;
             }
             Ok(())
         }
@@ -106,7 +114,11 @@ mod tests {
     #[test]
     fn control_characters_are_escaped_onto_one_line() {
         assert_eq!(clip("a\nb\u{1b}", 10), "a\\nb\\u{1b}");
-        assert_eq!(clip("a\nbcdef", 3), "a\\nb… (4 more bytes)");
+        assert_eq!(clip("a\nbcdef", 3), "a\\n… (5 more bytes)");
+        // Escapes count towards the limit: the echo stays short.
+        let ctl = "\u{e}".repeat(1000);
+        assert!(clip(&ctl, 300).len() < 330);
+        assert!(clip_display(&ctl, 300).len() < 330);
         assert_eq!(clip_display(&"x\ny", 10), "x\\ny");
     }
 

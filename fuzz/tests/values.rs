@@ -127,6 +127,16 @@ fn msgpack_reader_matches_rmp_serde() {
     );
 }
 
+/// Inputs the long run found, kept as regressions.
+#[test]
+fn found_by_fuzzing() {
+    // pickle INT whose line is 193 control characters: serde-pickle quotes the literal,
+    // and escaping each as `\u{e}` made the clipped text six times too long.
+    let mut int_line = vec![b'I'];
+    int_line.extend([14u8; 193]);
+    loads_case(int_line).unwrap_or_else(|e| panic!("{e}"));
+}
+
 #[test]
 #[ignore = "long run: cargo test -p runq-fuzz --release -- --ignored"]
 fn long_values() {
