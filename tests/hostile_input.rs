@@ -146,7 +146,6 @@ fn cap_address_space(pid: u32, bytes: u64) {
 // 1. Deep nesting
 
 #[test]
-#[ignore = "BUG: a 1,600-level pickle overflows a tokio worker thread's stack; runq-worker aborts (budgeted decoder pending)"]
 fn item01_deep_pickle_fails_the_job_on_nesting_depth() {
     let redis = RedisServer::start();
     let deep = deep_pickle();
@@ -164,7 +163,6 @@ fn item01_deep_pickle_fails_the_job_on_nesting_depth() {
 }
 
 #[test]
-#[ignore = "BUG: runq job prints a 1,600-level return value as-is and aborts (stack overflow) at 20,000 levels (budgeted decoder pending)"]
 fn item01_runq_job_reports_a_deep_return_value_without_aborting() {
     let redis = RedisServer::start();
     let id = enqueue(&redis, &["runq.tasks.echo", "1", "--queue", "deepret"]);
@@ -208,7 +206,6 @@ fn item01_runq_job_reports_a_deep_return_value_without_aborting() {
 // 2. Memory bombs
 
 #[test]
-#[ignore = "BUG: ~1 KB zlib of a million MARKs takes >3 GB RSS (aborts under a 3 GiB cap); 56-byte DUP+APPEND x26 takes 2.6 GB (budgeted decoder pending)"]
 fn item02_memory_bombs_fail_with_bounded_memory() {
     let redis = RedisServer::start();
     // A million MARKs: ~1 KB of zlib.
@@ -779,7 +776,8 @@ fn item11_a_10_mb_function_name_gives_short_failure_and_log_lines() {
     let text = one_line_failure(&redis, &mut w, id.as_bytes());
     assert!(text.len() < 2048, "failure text is {} bytes", text.len());
     assert!(
-        text.starts_with("UnknownFunction") && text.contains("hostile.aaaa"),
+        (text.starts_with("UnknownFunction") || text.starts_with("DeserializationError"))
+            && text.contains("hostile.aaaa"),
         "{}",
         &text[..text.len().min(300)]
     );
@@ -820,7 +818,6 @@ fn item12_cli_refuses_overflows_bad_queues_and_multiline_ids_in_one_line() {
 }
 
 #[test]
-#[ignore = "BUG: runq enqueue --file accepts an 80 MiB job (exit 0, job queued); no size limit at enqueue"]
 fn item12_cli_refuses_an_80_mib_job_naming_the_limit() {
     let redis = RedisServer::start();
     let dir = TempDir::new("big-job");
@@ -889,7 +886,6 @@ fn item13_bad_task_timeouts_and_redis_url_are_refused_at_start_with_file_and_lin
 // 14. zlib garbage
 
 #[test]
-#[ignore = "BUG: zlib garbage fails as `not pickle, JSON or MessagePack (first byte 0x78)`, not as bad zlib data (fix pending)"]
 fn item14_zlib_garbage_fails_saying_the_zlib_data_is_bad() {
     let redis = RedisServer::start();
     let mut garbage = b"x\x9c".to_vec();

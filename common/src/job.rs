@@ -258,7 +258,7 @@ pub fn validate_job_id(id: &str) -> Result<()> {
     } else {
         Err(Error::Invalid(format!(
             "job id `{}` must match [A-Za-z0-9_-]+",
-            crate::echo::clip(id, 80).escape_debug()
+            crate::echo::clip(id, 80)
         )))
     }
 }

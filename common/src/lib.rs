@@ -2,6 +2,7 @@
 //! RQ's key layout and encodings, the job model, serializers and the Lua scripts that
 //! make every job state change a single atomic round trip.
 
+pub mod budget;
 pub mod config;
 pub mod connect;
 pub mod description;
@@ -10,8 +11,10 @@ pub mod error;
 pub mod ints;
 pub mod job;
 pub mod keys;
+pub mod msgpack;
 pub mod nodb;
 pub mod payload;
+pub mod pickle_budget;
 pub mod pyjson;
 pub mod results;
 pub mod rq;

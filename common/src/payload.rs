@@ -1,9 +1,14 @@
 //! The job `data` field: `zlib(serializer.dumps((func_name, instance, args, kwargs)))`,
-//! read with RQ's raw-bytes fallback when the zlib stream is absent.
+//! read with RQ's raw-bytes fallback when the zlib stream is absent. Decoding is
+//! bounded: inflate stops at [`MAX_PAYLOAD_BYTES`], and every serializer's bytes pass
+//! the `budget` pre-scan (depth, decoded size, declared lengths) before a decoder
+//! sees them; each refusal is a one-line [`PayloadError`].
 
-use crate::serializer::SerializerKind;
+use crate::budget::{self, Budget, LimitError};
+use crate::echo;
+use crate::serializer::{SerializerKind, DETAIL_CHARS};
 use crate::value;
-use flate2::read::ZlibDecoder;
+use flate2::bufread::ZlibDecoder;
 use flate2::write::ZlibEncoder;
 use flate2::Compression;
 use serde_json::{Map, Value};
@@ -11,6 +16,10 @@ use std::io::{Read, Write};
 
 /// Payloads larger than this (after decompression) are refused rather than decoded.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+
+/// Longest function name accepted (dotted import paths are far shorter); a longer one
+/// is refused, echoing only its head.
+pub const MAX_FUNC_NAME_BYTES: usize = 1024;
 
 /// A function call as RQ stores it (runq supports only `instance = None`).
 #[derive(Debug, Clone, PartialEq)]
@@ -21,17 +30,26 @@ pub struct JobCall {
 }
 
 /// Why a payload could not be turned into a call. The text is what lands in the job's
-/// failure result.
+/// failure result: one line, quoting at most a short head of anything job-provided.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PayloadError {
     #[error(
         "DeserializationError: job payload is {0} bytes, above the {MAX_PAYLOAD_BYTES}-byte limit"
     )]
     TooLarge(usize),
+    /// A zlib stream that inflates past the limit; inflating stopped there.
+    #[error("DeserializationError: job payload inflates to more than {limit} bytes (the limit)")]
+    InflatesTooLarge { limit: usize },
+    /// Starts with a zlib header but is not a valid zlib stream.
+    #[error("DeserializationError: job payload is not valid zlib data: {0}")]
+    BadZlib(String),
     #[error("DeserializationError: job payload is not pickle, JSON or MessagePack (first byte {0:#04x})")]
     Unrecognised(u8),
     #[error("DeserializationError: job payload is empty")]
     Empty,
+    /// Refused by the decoding budget (depth, size, declared lengths) before decoding.
+    #[error("DeserializationError: job payload refused: {0}")]
+    Limit(LimitError),
     #[error("DeserializationError: cannot decode {kind} job payload: {detail}")]
     Undecodable {
         kind: SerializerKind,
@@ -42,26 +60,59 @@ pub enum PayloadError {
         kind: SerializerKind,
         detail: String,
     },
+    /// `head` is the start of the name, clipped.
+    #[error("DeserializationError: function name is {len} bytes, above the {MAX_FUNC_NAME_BYTES}-byte limit: `{head}`")]
+    FuncNameTooLong { len: usize, head: String },
+    /// `func_name` is clipped to a short head.
     #[error("UnsupportedJob: {func_name} is a bound method or callable object (the job has an `instance`); runq-worker runs plain functions only")]
     HasInstance { func_name: String },
 }
 
-/// Inflates `data`, falling back to the raw bytes as RQ does.
+/// True for bytes that start like a stream from `zlib.compress`: a deflate header
+/// with a 32 KiB window (0x78) whose check bits hold.
+pub fn is_zlib_header(data: &[u8]) -> bool {
+    data.len() >= 2 && data[0] == 0x78 && (u16::from(data[0]) * 256 + u16::from(data[1])) % 31 == 0
+}
+
+/// Inflates `data`, falling back to the raw bytes as RQ does when they are not zlib.
+/// At most [`MAX_PAYLOAD_BYTES`]: see [`inflate_limited`].
 pub fn inflate(data: &[u8]) -> Result<Vec<u8>, PayloadError> {
-    if data.len() >= 2 && data[0] == 0x78 {
-        let mut out = Vec::with_capacity(data.len() * 3);
-        let mut dec = ZlibDecoder::new(data).take(MAX_PAYLOAD_BYTES as u64 + 1);
-        if dec.read_to_end(&mut out).is_ok() {
-            if out.len() > MAX_PAYLOAD_BYTES {
-                return Err(PayloadError::TooLarge(out.len()));
-            }
-            return Ok(out);
+    inflate_limited(data, MAX_PAYLOAD_BYTES)
+}
+
+/// Inflates `data` to at most `limit` bytes, never allocating past the limit: bytes
+/// with a zlib header must be a valid stream ([`PayloadError::BadZlib`]); anything
+/// else is taken raw (RQ's fallback), up to `limit` too.
+pub fn inflate_limited(data: &[u8], limit: usize) -> Result<Vec<u8>, PayloadError> {
+    if !is_zlib_header(data) {
+        if data.len() > limit {
+            return Err(PayloadError::TooLarge(data.len()));
         }
+        return Ok(data.to_vec());
     }
-    if data.len() > MAX_PAYLOAD_BYTES {
-        return Err(PayloadError::TooLarge(data.len()));
+    let mut dec = ZlibDecoder::new(data);
+    let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(3).min(limit));
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match dec.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(PayloadError::BadZlib(echo::clip_display(&e, DETAIL_CHARS)));
+            }
+        };
+        if out.len() + n > limit {
+            return Err(PayloadError::InflatesTooLarge { limit });
+        }
+        if out.capacity() - out.len() < n {
+            // Double, but never past the limit.
+            let want = (out.capacity() * 2).max(out.len() + n).min(limit);
+            out.reserve_exact(want - out.len());
+        }
+        out.extend_from_slice(&buf[..n]);
     }
-    Ok(data.to_vec())
+    Ok(out)
 }
 
 /// zlib at the default level, as Python's `zlib.compress`.
@@ -82,22 +133,42 @@ pub fn decode(data: &[u8]) -> Result<(SerializerKind, JobCall), PayloadError> {
 /// Decodes an inflated payload. `lenient` is for handlers that pass the payload on
 /// untouched (raw exec tasks): arguments that name Python classes or cannot be
 /// represented become `null` instead of failing. Nothing is imported or executed.
+/// The bytes are pre-scanned first with [`Budget::for_input`] ([`PayloadError::Limit`]).
 pub fn parse(raw: &[u8], lenient: bool) -> Result<(SerializerKind, JobCall), PayloadError> {
     let first = *raw.first().ok_or(PayloadError::Empty)?;
     let kind = SerializerKind::detect(raw).ok_or(PayloadError::Unrecognised(first))?;
+    budget::check(kind, raw, &Budget::for_input(raw.len()))
+        .map_err(|e| PayloadError::Limit(e.in_payload(kind)))?;
     let call = match kind {
         SerializerKind::Pickle => decode_pickle(raw, lenient)?,
         other => {
-            let v = other
-                .loads(raw, "payload")
-                .map_err(|detail| PayloadError::Undecodable {
+            let v = other.loads_prechecked(raw, "payload").map_err(|detail| {
+                PayloadError::Undecodable {
                     kind: other,
                     detail,
-                })?;
+                }
+            })?;
             call_from_value(v, other)?
         }
     };
     Ok((kind, call))
+}
+
+/// The function name, refused when absurdly long.
+fn checked_name(func_name: String) -> Result<String, PayloadError> {
+    if func_name.len() > MAX_FUNC_NAME_BYTES {
+        return Err(PayloadError::FuncNameTooLong {
+            len: func_name.len(),
+            head: echo::short(&func_name).into_owned(),
+        });
+    }
+    Ok(func_name)
+}
+
+fn has_instance(func_name: &str) -> PayloadError {
+    PayloadError::HasInstance {
+        func_name: echo::short(func_name).into_owned(),
+    }
 }
 
 fn decode_pickle(raw: &[u8], lenient: bool) -> Result<JobCall, PayloadError> {
@@ -112,7 +183,8 @@ fn decode_pickle(raw: &[u8], lenient: bool) -> Result<JobCall, PayloadError> {
         serde_pickle::value_from_slice(raw, options).map_err(|e| PayloadError::Undecodable {
             kind,
             detail: format!(
-                "{e} (runq decodes plain Python values only; it never imports classes)"
+                "{} (runq decodes plain Python values only; it never imports classes)",
+                echo::clip_display(&e, DETAIL_CHARS)
             ),
         })?;
     let shape = |detail: &str| PayloadError::Shape {
@@ -125,11 +197,11 @@ fn decode_pickle(raw: &[u8], lenient: bool) -> Result<JobCall, PayloadError> {
     };
     let mut it = parts.into_iter();
     let func_name = match it.next() {
-        Some(P::String(s)) => s,
+        Some(P::String(s)) => checked_name(s)?,
         _ => return Err(shape("func_name is not a string")),
     };
     if !matches!(it.next(), Some(P::None)) {
-        return Err(PayloadError::HasInstance { func_name });
+        return Err(has_instance(&func_name));
     }
     let args = match it.next() {
         Some(P::Tuple(a)) | Some(P::List(a)) => a
@@ -180,11 +252,11 @@ fn call_from_value(v: Value, kind: SerializerKind) -> Result<JobCall, PayloadErr
     };
     let mut it = parts.into_iter();
     let func_name = match it.next() {
-        Some(Value::String(s)) => s,
+        Some(Value::String(s)) => checked_name(s)?,
         _ => return Err(shape("func_name is not a string")),
     };
     if !matches!(it.next(), Some(Value::Null)) {
-        return Err(PayloadError::HasInstance { func_name });
+        return Err(has_instance(&func_name));
     }
     let args = match it.next() {
         Some(Value::Array(a)) => a,
@@ -227,6 +299,13 @@ pub fn encode(kind: SerializerKind, call: &JobCall) -> Result<Vec<u8>, String> {
             Value::Object(call.kwargs.clone()),
         ]))?,
     };
+    if raw.len() > MAX_PAYLOAD_BYTES {
+        // Every worker refuses it; refuse it before it is written.
+        return Err(format!(
+            "the job's payload is {} bytes, above the {MAX_PAYLOAD_BYTES}-byte (64 MiB) limit every runq worker applies",
+            raw.len()
+        ));
+    }
     Ok(deflate(&raw))
 }
 

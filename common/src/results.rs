@@ -1,5 +1,6 @@
 //! The results stream `rq:results:<id>`: entry types and the `exc_string` encoding
-//! (`base64(zlib(text))`).
+//! (`base64(zlib(text))`), inflated within `payload::MAX_PAYLOAD_BYTES`. Return values
+//! are decoded with `SerializerKind::loads`, which is bounded by the decoding budget.
 
 use crate::payload;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -43,10 +44,16 @@ pub fn encode_exc_string(text: &str) -> String {
     B64.encode(payload::deflate(text.as_bytes()))
 }
 
-/// Decodes an `exc_string` (zlib with raw fallback, as RQ reads it).
+/// Decodes an `exc_string` (zlib with raw fallback, as RQ reads it). Inflating stops
+/// at `payload::MAX_PAYLOAD_BYTES` (then `None`); a stream with a zlib header that is
+/// not valid zlib is taken raw, as RQ does.
 pub fn decode_exc_string(b64: &[u8]) -> Option<String> {
     let bytes = B64.decode(b64).ok()?;
-    let raw = payload::inflate(&bytes).ok()?;
+    let raw = match payload::inflate(&bytes) {
+        Ok(raw) => raw,
+        Err(payload::PayloadError::BadZlib(_)) => bytes,
+        Err(_) => return None,
+    };
     Some(String::from_utf8_lossy(&raw).into_owned())
 }
 
@@ -97,6 +104,14 @@ mod tests {
         assert_eq!(s, "Job stopped by user, work-horse terminated.");
         let round = decode_exc_string(encode_exc_string("boom").as_bytes()).unwrap();
         assert_eq!(round, "boom");
+    }
+
+    #[test]
+    fn exc_string_bombs_and_corrupt_streams() {
+        // Corrupt zlib is taken raw (RQ's fallback), not lost.
+        let s = decode_exc_string(B64.encode(b"\x78\x9cnot zlib").as_bytes()).unwrap();
+        assert_eq!(s, "x\u{fffd}not zlib");
+        assert_eq!(decode_exc_string(b"!!!"), None);
     }
 
     #[test]

@@ -1,12 +1,29 @@
 //! The three payload serializers (pickle, JSON, MessagePack): chosen per queue for
-//! writing, recognised from the bytes on read.
+//! writing, recognised from the bytes on read, and read back within a decoding budget
+//! (`budget`), so a hostile return value or `meta` gets an error, not a crash.
 
+use crate::budget::{self, Budget, LimitError};
+use crate::echo;
 use crate::pyjson;
 use crate::value;
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
 use std::str::FromStr;
+
+/// How much of a decoder's error text (which may quote the input) is kept.
+pub const DETAIL_CHARS: usize = 300;
+
+/// Why a single value could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoadError {
+    /// Refused by the decoding budget before decoding.
+    #[error("{0}")]
+    Limit(LimitError),
+    /// The decoder's own error, `<what>: <serializer>: <detail>`.
+    #[error("{0}")]
+    Undecodable(String),
+}
 
 /// A serializer as RQ's `Queue(serializer=…)` would use it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -49,20 +66,38 @@ impl SerializerKind {
         }
     }
 
-    /// Deserializes a single value; `what` names it in errors.
+    /// Deserializes a single value; `what` names it in errors. Bounded like
+    /// [`SerializerKind::loads_bounded`], the error as text.
     pub fn loads(self, bytes: &[u8], what: &str) -> Result<Value, String> {
+        self.loads_bounded(bytes, what).map_err(|e| e.to_string())
+    }
+
+    /// Deserializes a single value (a return value, `meta`) within the decoding budget
+    /// for its size ([`Budget::for_input`]): a value nested too deep, too large once
+    /// decoded, or declaring lengths beyond the input is refused with
+    /// [`LoadError::Limit`] before the decoder runs.
+    pub fn loads_bounded(self, bytes: &[u8], what: &str) -> Result<Value, LoadError> {
+        budget::check(self, bytes, &Budget::for_input(bytes.len()))
+            .map_err(|e| LoadError::Limit(e.in_value(self, what)))?;
+        self.loads_prechecked(bytes, what)
+            .map_err(LoadError::Undecodable)
+    }
+
+    /// The decoder alone, for bytes `budget::check` has passed.
+    pub(crate) fn loads_prechecked(self, bytes: &[u8], what: &str) -> Result<Value, String> {
+        let what = echo::short(what);
+        let detail = |e: &dyn fmt::Display| echo::clip_display(e, DETAIL_CHARS);
         match self {
             SerializerKind::Pickle => {
                 let v = serde_pickle::value_from_slice(bytes, serde_pickle::DeOptions::new())
-                    .map_err(|e| format!("{what}: pickle: {e}"))?;
-                value::from_pickle(v, what)
+                    .map_err(|e| format!("{what}: pickle: {}", detail(&e)))?;
+                value::from_pickle(v, &what)
             }
             SerializerKind::Json => {
-                serde_json::from_slice(bytes).map_err(|e| format!("{what}: json: {e}"))
+                serde_json::from_slice(bytes).map_err(|e| format!("{what}: json: {}", detail(&e)))
             }
-            SerializerKind::Msgpack => {
-                rmp_serde::from_slice(bytes).map_err(|e| format!("{what}: msgpack: {e}"))
-            }
+            SerializerKind::Msgpack => crate::msgpack::to_value(bytes)
+                .map_err(|e| format!("{what}: msgpack: {}", detail(&e))),
         }
     }
 

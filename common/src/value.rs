@@ -1,23 +1,125 @@
 //! Conversions between runq's in-memory value (`serde_json::Value`) and pickle values.
 //! Decoding never executes anything: a pickle that names a Python class fails with a
-//! message naming what could not be decoded.
+//! message naming what could not be decoded. `from_pickle` uses its own stack, not the
+//! thread's, and refuses values nested deeper than `budget::MAX_DEPTH`.
 
+use crate::budget::MAX_DEPTH;
+use crate::echo;
 use serde_json::{Map, Number, Value};
 use serde_pickle::{HashableValue, Value as PValue};
 
 /// Converts a decoded pickle value to a JSON-like value. `what` names the part being
-/// decoded for error messages (e.g. `argument 2`).
+/// decoded for error messages (e.g. `argument 2`). Iterative (an explicit stack, not
+/// the thread's), and values nested deeper than [`MAX_DEPTH`] are refused; errors
+/// quote no more than a short head of the value.
 pub fn from_pickle(v: PValue, what: &str) -> Result<Value, String> {
+    /// A container being converted: what is done, what is left.
+    enum Frame {
+        Seq(Vec<Value>, std::vec::IntoIter<PValue>),
+        Set(
+            Vec<Value>,
+            std::collections::btree_set::IntoIter<HashableValue>,
+        ),
+        Dict(
+            Map<String, Value>,
+            String,
+            std::collections::btree_map::IntoIter<HashableValue, PValue>,
+        ),
+    }
+    let mut stack: Vec<Frame> = Vec::new();
+    let mut next = v;
+    loop {
+        // Descend: `next` is either done at once or opens a container.
+        let open = |stack: &Vec<Frame>| {
+            if stack.len() >= MAX_DEPTH {
+                Err(format!("{what}: nested deeper than {MAX_DEPTH} levels"))
+            } else {
+                Ok(())
+            }
+        };
+        let mut done = match next {
+            PValue::List(items) | PValue::Tuple(items) => {
+                open(&stack)?;
+                stack.push(Frame::Seq(
+                    Vec::with_capacity(items.len()),
+                    items.into_iter(),
+                ));
+                None
+            }
+            PValue::Set(items) | PValue::FrozenSet(items) => {
+                open(&stack)?;
+                stack.push(Frame::Set(
+                    Vec::with_capacity(items.len()),
+                    items.into_iter(),
+                ));
+                None
+            }
+            PValue::Dict(map) => {
+                open(&stack)?;
+                stack.push(Frame::Dict(Map::new(), String::new(), map.into_iter()));
+                None
+            }
+            scalar => Some(from_scalar(scalar, what)?),
+        };
+        // Ascend: hand finished values to their container, find the next child.
+        loop {
+            let Some(top) = stack.last_mut() else {
+                return Ok(done.expect("a finished value when the stack is empty"));
+            };
+            let child = match top {
+                Frame::Seq(out, rest) => {
+                    out.extend(done.take());
+                    rest.next()
+                }
+                Frame::Set(out, rest) => {
+                    out.extend(done.take());
+                    rest.next().map(HashableValue::into_value)
+                }
+                Frame::Dict(out, key, rest) => {
+                    if let Some(v) = done.take() {
+                        out.insert(std::mem::take(key), v);
+                    }
+                    match rest.next() {
+                        Some((k, v)) => {
+                            *key = key_text(k, what)?;
+                            Some(v)
+                        }
+                        None => None,
+                    }
+                }
+            };
+            match child {
+                Some(c) => {
+                    next = c;
+                    break;
+                }
+                None => {
+                    done = Some(match stack.pop().expect("top exists") {
+                        Frame::Seq(out, _) | Frame::Set(out, _) => Value::Array(out),
+                        Frame::Dict(out, _, _) => Value::Object(out),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A value that is not a container.
+fn from_scalar(v: PValue, what: &str) -> Result<Value, String> {
     Ok(match v {
         PValue::None => Value::Null,
         PValue::Bool(b) => Value::Bool(b),
         PValue::I64(i) => Value::from(i),
-        PValue::Int(big) => match big.to_string().parse::<i64>() {
-            Ok(i) => Value::from(i),
-            Err(_) => match big.to_string().parse::<u64>() {
-                Ok(u) => Value::from(u),
-                Err(_) => return Err(format!("{what}: integer {big} is too large")),
-            },
+        // Never through decimal text: that is quadratic in the number's length.
+        PValue::Int(big) => match (i64::try_from(&big), u64::try_from(&big)) {
+            (Ok(i), _) => Value::from(i),
+            (_, Ok(u)) => Value::from(u),
+            _ => {
+                return Err(format!(
+                    "{what}: integer of {} bits is too large",
+                    big.bits()
+                ))
+            }
         },
         PValue::F64(f) => Number::from_f64(f)
             .map(Value::Number)
@@ -27,25 +129,11 @@ pub fn from_pickle(v: PValue, what: &str) -> Result<Value, String> {
                 .map_err(|_| format!("{what}: non-UTF-8 bytes are not supported"))?,
         ),
         PValue::String(s) => Value::String(s),
-        PValue::List(items) | PValue::Tuple(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|i| from_pickle(i, what))
-                .collect::<Result<_, _>>()?,
-        ),
-        PValue::Set(items) | PValue::FrozenSet(items) => Value::Array(
-            items
-                .into_iter()
-                .map(|i| from_pickle(i.into_value(), what))
-                .collect::<Result<_, _>>()?,
-        ),
-        PValue::Dict(map) => {
-            let mut out = Map::new();
-            for (k, v) in map {
-                out.insert(key_text(k, what)?, from_pickle(v, what)?);
-            }
-            Value::Object(out)
-        }
+        PValue::List(_)
+        | PValue::Tuple(_)
+        | PValue::Set(_)
+        | PValue::FrozenSet(_)
+        | PValue::Dict(_) => unreachable!("containers are converted by from_pickle"),
     })
 }
 
@@ -60,7 +148,12 @@ fn key_text(k: HashableValue, what: &str) -> Result<String, String> {
         HashableValue::Bytes(b) => {
             String::from_utf8(b).map_err(|_| format!("{what}: non-UTF-8 bytes dict key"))?
         }
-        other => return Err(format!("{what}: unsupported dict key {other:?}")),
+        other => {
+            return Err(format!(
+                "{what}: unsupported dict key {}",
+                echo::clip_display(&format_args!("{other:?}"), echo::ECHO_CHARS)
+            ))
+        }
     })
 }
 

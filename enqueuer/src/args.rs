@@ -26,7 +26,7 @@ pub fn kwarg(s: &str) -> Result<(String, Value), CliError> {
 /// Seconds from `90`, `90s`, `15m`, `12h`, `2d`; `-1` passes through. At most
 /// [`MAX_TTL`] (ten years): anything longer is refused, never wrapped.
 pub fn seconds(flag: &str, s: &str) -> Result<i64, CliError> {
-    let shown = runq_common::echo::clip(s, 40).escape_debug().to_string();
+    let shown = runq_common::echo::clip(s, 40).to_string();
     let bad = || {
         CliError::Usage(format!(
             "{flag} `{shown}`: expected seconds or a duration like 30s, 15m, 12h, 2d"
@@ -74,6 +74,7 @@ mod tests {
         assert_eq!(seconds("--timeout", "30").unwrap(), 30);
         assert_eq!(seconds("--timeout", "-1").unwrap(), -1);
         assert!(seconds("--timeout", "soon").is_err());
+        assert!(seconds("--ttl", "2562050000000000h").is_err());
         assert_eq!(at_time("1970-01-01T00:01:00Z").unwrap(), 60);
         for huge in ["213503982334602d", "9223372036854775807", "315360001"] {
             let e = seconds("--timeout", huge).unwrap_err().to_string();

@@ -46,11 +46,18 @@ pub fn describe(job: &JobHash, result: Option<&ResultEntry>) -> Value {
     v
 }
 
-/// Decodes a serialized return value with whichever serializer wrote it.
+/// Decodes a serialized return value with whichever serializer wrote it; one that does
+/// not decode (within the decoding budgets) shows why.
 fn decode_value(bytes: &[u8]) -> Value {
-    SerializerKind::detect(bytes)
-        .and_then(|k| k.loads(bytes, "return value").ok())
-        .unwrap_or_else(|| json!({"undecodable": String::from_utf8_lossy(bytes)}))
+    match SerializerKind::detect(bytes) {
+        Some(k) => k
+            .loads(bytes, "return value")
+            .unwrap_or_else(|why| json!({ "undecodable": why })),
+        None => json!({ "undecodable": format!(
+            "return value: not pickle, JSON or MessagePack ({} bytes)",
+            bytes.len()
+        ) }),
+    }
 }
 
 pub async fn run(config: &Config, a: JobArgs) -> Result<(), CliError> {

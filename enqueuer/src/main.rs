@@ -15,10 +15,9 @@ mod redis_cost;
 mod runstate;
 mod tail;
 
-pub use runq_enqueuer::{args, CliError};
-
-use clap::{Parser, Subcommand};
+pub use clap::{Parser, Subcommand};
 use runq_common::Config;
+use runq_enqueuer::{args, CliError};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

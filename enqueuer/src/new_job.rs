@@ -92,13 +92,13 @@ pub fn build(config: &Config, a: &EnqueueArgs) -> Result<NewJob, CliError> {
     if func.is_empty() || func.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(CliError::Usage(format!(
             "function name `{}` is not a dotted name",
-            runq_common::echo::clip(&func, 80).escape_debug()
+            runq_common::echo::clip(&func, 80)
         )));
     }
     if !runq_common::config::valid_queue_name(&a.queue) {
         return Err(CliError::Usage(format!(
             "--queue `{}`: a queue name may only hold [A-Za-z0-9_.-]",
-            runq_common::echo::clip(&a.queue, 80).escape_debug()
+            runq_common::echo::clip(&a.queue, 80)
         )));
     }
     let mut job = NewJob::new(&a.queue, call, serializer);
