@@ -1,6 +1,7 @@
 //! Configuration: `queues.toml` plus WEPPcloud's environment variables (`REDIS_URL`,
-//! `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`; also `REDIS_CA_FILE`), which win over the
-//! file. Defaults work with no file at all. A bad file is an error naming file, line and field.
+//! `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`; also `REDIS_CA_FILE`, and Sentinel's
+//! `REDIS_SENTINELS` / `REDIS_SENTINEL_MASTER` / `REDIS_SENTINEL_PASSWORD`), which win over
+//! the file. Defaults work with no file at all. A bad file is an error naming file, line and field.
 
 use crate::error::{Error, Result};
 use crate::serializer::SerializerKind;
@@ -236,6 +237,53 @@ pub struct RedisConfig {
     /// CA bundle for `rediss://` connections.
     pub ca_file: Option<PathBuf>,
     pub db: DbNumbers,
+    /// Redis Sentinel (`[redis.sentinel]`): the master is whatever the sentinels name
+    /// now; `url`'s host is then unused, its credentials and scheme still apply.
+    pub sentinel: Option<SentinelConfig>,
+    /// After each batch of job state changes, wait until this many replicas have it
+    /// (`WAIT`), at most `wait_timeout_ms`; 0 = do not wait (asynchronous replication).
+    pub wait_replicas: u32,
+    pub wait_timeout_ms: u64,
+}
+
+/// Redis Sentinel, as RQ's `SENTINEL` settings: the sentinels, the master's name, and the
+/// sentinels' own credentials.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SentinelConfig {
+    /// The name the sentinels monitor the master under (`sentinel monitor <name> ...`).
+    pub master: String,
+    /// `host:port` of each sentinel.
+    pub nodes: Vec<String>,
+    /// Credentials for the sentinels (not the master's).
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Speak TLS to the sentinels (the master's TLS follows `url`'s scheme).
+    #[serde(default)]
+    pub tls: bool,
+}
+
+impl SentinelConfig {
+    /// The sentinels as (host, port).
+    pub fn addrs(&self) -> std::result::Result<Vec<(String, u16)>, String> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let (host, port) = n
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("sentinel node `{n}` is not host:port"))?;
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| format!("sentinel node `{n}`: port is not a number"))?;
+                if host.is_empty() {
+                    return Err(format!("sentinel node `{n}` has no host"));
+                }
+                Ok((host.trim_matches(['[', ']']).to_string(), port))
+            })
+            .collect()
+    }
 }
 
 impl Default for RedisConfig {
@@ -247,6 +295,9 @@ impl Default for RedisConfig {
             username: None,
             ca_file: None,
             db: DbNumbers::default(),
+            sentinel: None,
+            wait_replicas: 0,
+            wait_timeout_ms: 1000,
         }
     }
 }
@@ -476,6 +527,24 @@ impl Config {
         if let Some(ca) = non_empty("REDIS_CA_FILE") {
             self.redis.ca_file = Some(PathBuf::from(ca));
         }
+        if let (Some(nodes), Some(master)) = (
+            non_empty("REDIS_SENTINELS"),
+            non_empty("REDIS_SENTINEL_MASTER"),
+        ) {
+            let mut sentinel = self.redis.sentinel.clone().unwrap_or(SentinelConfig {
+                master: String::new(),
+                nodes: Vec::new(),
+                username: None,
+                password: None,
+                tls: false,
+            });
+            sentinel.master = master;
+            sentinel.nodes = nodes.split(',').map(|n| n.trim().to_string()).collect();
+            if let Some(pw) = non_empty("REDIS_SENTINEL_PASSWORD") {
+                sentinel.password = Some(pw);
+            }
+            self.redis.sentinel = Some(sentinel);
+        }
     }
 
     pub fn validate(&self) -> Result<()> {
@@ -545,6 +614,23 @@ impl Config {
         }
         if let Err(message) = crate::connect::check_url(&self.redis.url) {
             return Err(fail("url", message));
+        }
+        if let Some(s) = &self.redis.sentinel {
+            if s.master.trim().is_empty() {
+                return Err(fail(
+                    "master",
+                    "redis.sentinel.master must name the master".into(),
+                ));
+            }
+            if s.nodes.is_empty() {
+                return Err(fail(
+                    "nodes",
+                    "redis.sentinel.nodes needs at least one host:port".into(),
+                ));
+            }
+            if let Err(message) = s.addrs() {
+                return Err(fail("nodes", format!("redis.sentinel.nodes: {message}")));
+            }
         }
         if !matches!(self.worker.log_format.as_str(), "text" | "json") {
             return Err(fail(

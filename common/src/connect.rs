@@ -1,9 +1,12 @@
-//! Redis access: one deadpool-redis pool per logical database, URLs built WEPPcloud
-//! style (the base URL with its DB path segment replaced), and dedicated connections
-//! for blocking commands and pub/sub, over TCP or TLS (`rediss://`).
+//! Redis access: where connections to each logical database come from (a fixed URL built
+//! WEPPcloud style — the base URL with its DB path segment replaced — through a
+//! deadpool-redis pool, or the master Redis Sentinel names now), the process-wide
+//! [`SharedConnection`], and dedicated connections for blocking commands and pub/sub,
+//! over TCP or TLS (`rediss://`).
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::sentinel;
 use crate::tls;
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::{self, aio::MultiplexedConnection, AsyncConnectionConfig, Client};
@@ -28,6 +31,31 @@ pub fn check_url(url: &str) -> std::result::Result<(), String> {
         return Err(format!("redis url `{shown}` has no host"));
     }
     Ok(())
+}
+
+/// Undoes `%XX` escapes (URL userinfo).
+pub fn decode_percent(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied(),
+            bytes.get(i + 2).copied(),
+        ) {
+            (b'%', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Replaces the DB path segment of `base` and injects credentials the URL lacks.
@@ -141,8 +169,8 @@ pub fn client(config: &Config, db: u16) -> Result<(Client, String)> {
     Ok((client, url))
 }
 
-/// A pool of multiplexed connections to one logical database.
-pub fn pool(config: &Config, db: u16, max_size: usize) -> Result<Pool> {
+/// A pool of multiplexed connections to one logical database at a fixed URL.
+fn pool(config: &Config, db: u16, max_size: usize) -> Result<Pool> {
     let (client, url) = client(config, db)?;
     // The client's connection info carries the TLS parameters (CA roots) along.
     let manager =
@@ -160,9 +188,57 @@ pub fn pool(config: &Config, db: u16, max_size: usize) -> Result<Pool> {
         .map_err(|e| Error::Pool(e.to_string()))
 }
 
+/// A client for the server holding logical database `db` now: the configured URL, or
+/// the master the sentinels name. Also what to call it in messages.
+pub async fn current_client(config: &Config, db: u16) -> Result<(Client, String)> {
+    match &config.redis.sentinel {
+        None => client(config, db),
+        Some(s) => {
+            let name = sentinel::describe(s, db);
+            let mut sc = sentinel::client(config, s, db)?;
+            let master = tokio::time::timeout(Duration::from_secs(10), sc.async_get_client())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "no sentinel answered within 10 s",
+                    )))
+                })
+                .map_err(|source| Error::Redis {
+                    url: name.clone(),
+                    source,
+                })?;
+            Ok((master, name))
+        }
+    }
+}
+
+/// The URL of the server holding logical database `db` now, credentials included (for
+/// processes that connect themselves: the Python task host's jobs).
+pub async fn current_url(config: &Config, db: u16) -> Result<String> {
+    let (client, _) = current_client(config, db).await?;
+    let info = client.get_connection_info();
+    let (scheme, host, port) = match info.addr() {
+        redis::ConnectionAddr::Tcp(h, p) => ("redis", h.clone(), *p),
+        redis::ConnectionAddr::TcpTls { host, port, .. } => ("rediss", host.clone(), *port),
+        other => return Err(Error::Config(format!("cannot name {other:?} as a URL"))),
+    };
+    let r = info.redis_settings();
+    let auth = match (r.username(), r.password()) {
+        (_, None) => String::new(),
+        (u, Some(p)) => format!("{}:{}@", encode(u.unwrap_or("")), encode(p)),
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Ok(format!("{scheme}://{auth}{host}:{port}/{}", r.db()))
+}
+
 /// A connection of its own, without response timeout, for blocking commands.
 pub async fn dedicated(config: &Config, db: u16) -> Result<MultiplexedConnection> {
-    let (client, url) = client(config, db)?;
+    let (client, url) = current_client(config, db).await?;
     client
         .get_multiplexed_async_connection_with_config(&connection_config())
         .await
@@ -171,21 +247,33 @@ pub async fn dedicated(config: &Config, db: u16) -> Result<MultiplexedConnection
 
 /// A pub/sub connection.
 pub async fn pubsub(config: &Config, db: u16) -> Result<redis::aio::PubSub> {
-    let (client, url) = client(config, db)?;
+    let (client, url) = current_client(config, db).await?;
     client
         .get_async_pubsub()
         .await
         .map_err(|source| connect_error(&url, source))
 }
 
-/// Checks that Redis answers, with an error naming the (redacted) URL.
+/// Checks that Redis answers, with an error naming the (redacted) URL; refuses a Redis
+/// Cluster, which RQ's key layout cannot use (its keys carry no hash tags, and one job's
+/// keys and its queue's would live on different nodes).
 pub async fn ping(config: &Config, db: u16) -> Result<MultiplexedConnection> {
-    let mut conn = dedicated(config, db).await?;
-    let url = url_with_db(&config.redis.url, db, None, None)?;
-    redis::cmd("PING")
-        .query_async::<String>(&mut conn)
+    let (client, url) = current_client(config, db).await?;
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&connection_config())
         .await
         .map_err(|source| connect_error(&url, source))?;
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query_async(&mut conn)
+        .await
+        .map_err(|source| connect_error(&url, source))?;
+    if info.lines().any(|l| l.trim() == "cluster_enabled:1") {
+        return Err(Error::Config(format!(
+            "redis at {}: Redis Cluster is not supported (RQ's keys have no hash tags, so one job's keys cannot live on one node); use one Redis, or Sentinel for failover",
+            redacted(&url)
+        )));
+    }
     Ok(conn)
 }
 
@@ -216,20 +304,42 @@ mod tests {
     }
 }
 
+/// Where [`SharedConnection`] gets connections: a pool at a fixed URL, or the master the
+/// sentinels name (asked again for every new connection).
+#[derive(Clone)]
+enum Source {
+    Fixed(Pool),
+    Sentinel {
+        client: std::sync::Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
+        name: String,
+    },
+}
+
 /// One multiplexed connection shared by every task of a process (commands from many
-/// tasks pipeline on it), re-created from the pool after an error.
+/// tasks pipeline on it), re-created after an error — after a Sentinel failover, on the
+/// new master.
 #[derive(Clone)]
 pub struct SharedConnection {
-    pool: Pool,
+    source: Source,
     current: std::sync::Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
 }
 
 impl SharedConnection {
-    pub fn new(pool: Pool) -> Self {
-        SharedConnection {
-            pool,
+    /// Connections to logical database `db` (at most `max_size` opened at once).
+    pub fn open(config: &Config, db: u16, max_size: usize) -> Result<Self> {
+        let source = match &config.redis.sentinel {
+            None => Source::Fixed(pool(config, db, max_size)?),
+            Some(s) => Source::Sentinel {
+                client: std::sync::Arc::new(tokio::sync::Mutex::new(sentinel::client(
+                    config, s, db,
+                )?)),
+                name: sentinel::describe(s, db),
+            },
+        };
+        Ok(SharedConnection {
+            source,
             current: Default::default(),
-        }
+        })
     }
 
     /// A handle on the live connection, connecting when there is none.
@@ -238,7 +348,30 @@ impl SharedConnection {
         if let Some(c) = current.as_ref() {
             return Ok(c.clone());
         }
-        let conn = deadpool_redis::Connection::take(self.pool.get().await?);
+        let conn = match &self.source {
+            Source::Fixed(pool) => deadpool_redis::Connection::take(pool.get().await?),
+            Source::Sentinel { client, name } => {
+                let master = {
+                    let mut sc = client.lock().await;
+                    tokio::time::timeout(Duration::from_secs(10), sc.async_get_client())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(redis::RedisError::from((
+                                redis::ErrorKind::Io,
+                                "no sentinel answered within 10 s",
+                            )))
+                        })
+                        .map_err(|source| Error::Redis {
+                            url: name.clone(),
+                            source,
+                        })?
+                };
+                master
+                    .get_multiplexed_async_connection_with_config(&connection_config())
+                    .await
+                    .map_err(|source| connect_error(name, source))?
+            }
+        };
         *current = Some(conn.clone());
         Ok(conn)
     }
@@ -246,9 +379,5 @@ impl SharedConnection {
     /// Drops the live connection after an error so the next `get` reconnects.
     pub async fn reset(&self) {
         *self.current.lock().await = None;
-    }
-
-    pub fn pool(&self) -> &Pool {
-        &self.pool
     }
 }

@@ -19,6 +19,7 @@ pub mod pyjson;
 pub mod results;
 pub mod rq;
 pub mod scripts;
+pub mod sentinel;
 pub mod serializer;
 pub mod taskspec;
 pub mod timefmt;

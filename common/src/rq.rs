@@ -34,6 +34,9 @@ pub struct NewJob {
     pub retry: Option<(i64, Vec<i64>)>,
     /// Epoch second at which a scheduled job becomes due.
     pub schedule_at: Option<i64>,
+    /// Seconds from now on Redis's clock at which a scheduled job becomes due (wins over
+    /// `schedule_at`; so a client whose clock is off still schedules right).
+    pub schedule_in: Option<i64>,
 }
 
 impl NewJob {
@@ -54,6 +57,7 @@ impl NewJob {
             allow_dependency_failures: false,
             retry: None,
             schedule_at: None,
+            schedule_in: None,
         }
     }
 

@@ -18,9 +18,25 @@ pub struct Stamp {
     pub secs: i64,
 }
 
+/// This host's wall clock, shifted by `RUNQ_CLOCK_OFFSET_SECS` when that is set (a test
+/// hook for clock skew between hosts: runq takes every decision that compares times across
+/// hosts — deadlines, abandonment, due times, lock expiry — from Redis's clock or from
+/// relative durations, and only writes its own clock into timestamps people read).
+pub fn now() -> DateTime<Utc> {
+    static OFFSET: std::sync::OnceLock<chrono::TimeDelta> = std::sync::OnceLock::new();
+    let offset = OFFSET.get_or_init(|| {
+        std::env::var("RUNQ_CLOCK_OFFSET_SECS")
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .and_then(chrono::TimeDelta::try_seconds)
+            .unwrap_or_default()
+    });
+    Utc::now() + *offset
+}
+
 impl Stamp {
     pub fn now() -> Self {
-        Self::at(Utc::now())
+        Self::at(now())
     }
 
     pub fn at(at: DateTime<Utc>) -> Self {

@@ -152,7 +152,8 @@ pub fn build(config: &Config, a: &EnqueueArgs) -> Result<NewJob, CliError> {
         job.schedule_at = Some(args::at_time(at)?);
     }
     if let Some(delay) = &a.in_ {
-        job.schedule_at = Some(chrono::Utc::now().timestamp() + args::seconds("--in", delay)?);
+        // Relative to Redis's clock (filled in by the enqueue, not this host's clock).
+        job.schedule_in = Some(args::seconds("--in", delay)?);
     }
     Ok(job)
 }

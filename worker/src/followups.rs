@@ -37,7 +37,7 @@ impl Followups {
             _ => return,
         };
         let func = job.func().unwrap_or("");
-        let sends = webhooks::deliveries(&job.hash, func, event, exc, chrono::Utc::now());
+        let sends = webhooks::deliveries(&job.hash, func, event, exc, runq_common::timefmt::now());
         self.webhooks.send(sends);
     }
 
@@ -93,7 +93,13 @@ impl Followups {
                 tracing::warn!(job = %hash.id, error = %runq_common::echo::clip(&e.to_string(), 500), "the abandoned job's failure callback failed");
             }
         }
-        let sends = webhooks::deliveries(hash, func, Event::Failed, Some(exc), chrono::Utc::now());
+        let sends = webhooks::deliveries(
+            hash,
+            func,
+            Event::Failed,
+            Some(exc),
+            runq_common::timefmt::now(),
+        );
         self.webhooks.send(sends);
     }
 }

@@ -146,6 +146,7 @@ impl Worker {
         let config = Arc::new(apply_options(config, opts)?);
         let shutdown = Shutdown::new();
         let queues = config.queue_names();
+        let mut probe = wait_for_redis(&config, signals).await?;
         let python = match &config.python {
             Some(py) => Some(PythonHost::start(&config, py, shutdown.clone()).await?),
             None => None,
@@ -155,7 +156,6 @@ impl Worker {
             .map(|h| Arc::new(PythonTask::new(h.clone())) as Arc<dyn Task>);
         let table =
             TaskTable::build(&config, &registry, python_task).map_err(LaunchError::Tasks)?;
-        let mut probe = wait_for_redis(&config, signals).await?;
         let metrics_addr = config.worker.metrics_addr.trim().to_string();
         let metrics_listener = if metrics_addr.is_empty() {
             None
@@ -192,11 +192,8 @@ impl Worker {
         {
             return Err(LaunchError::NameTaken(taken));
         }
-        let redis = SharedConnection::new(connect::pool(
-            &config,
-            config.redis.db.rq,
-            config.worker.concurrency + 4,
-        )?);
+        let redis =
+            SharedConnection::open(&config, config.redis.db.rq, config.worker.concurrency + 4)?;
         let run_services = Arc::new(RunServices::new(&config, metrics.clone())?);
         let (webhooks, webhook_sender) = Webhooks::new(metrics.clone());
         let followups = Followups {

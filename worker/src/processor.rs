@@ -93,7 +93,7 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
 /// Counters, metrics, the log line and the follow-ups of a job whose completion was
 /// recorded (or given up on: `recorded` None).
 fn after(ctx: &ProcessorContext, job: &Job, completion: &Completion, recorded: Option<Recorded>) {
-    let secs = (chrono::Utc::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
+    let secs = (runq_common::timefmt::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
     ctx.metrics.job_done(job, recorded, secs);
     let Some(done) = recorded else { return };
     let finished = match completion {

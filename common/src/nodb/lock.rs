@@ -191,7 +191,7 @@ fn scripts() -> &'static LockScripts {
 }
 
 pub fn now_secs() -> i64 {
-    chrono::Utc::now().timestamp()
+    crate::timefmt::now().timestamp()
 }
 
 /// One attempt: `Ok(None)` when taken (flag raised), `Ok(Some(holder))` when held.

@@ -14,7 +14,7 @@ use redis::aio::ConnectionLike;
 pub(super) fn job_args(job: &NewJob, now: &Stamp) -> Result<Vec<Vec<u8>>> {
     job.validate()?;
     let fields = job.fields(now)?;
-    let mode = if job.schedule_at.is_some() {
+    let mode = if job.schedule_at.is_some() || job.schedule_in.is_some() {
         "schedule"
     } else if job.at_front {
         "front"
@@ -26,7 +26,10 @@ pub(super) fn job_args(job: &NewJob, now: &Stamp) -> Result<Vec<Vec<u8>>> {
         text(&job.id),
         text(&job.queue),
         text(mode),
-        text(&job.schedule_at.unwrap_or(0).to_string()),
+        text(&match job.schedule_in {
+            Some(delay) => format!("+{delay}"),
+            None => job.schedule_at.unwrap_or(0).to_string(),
+        }),
         text(&now.text),
         text(&job.ttl.map(|t| t.to_string()).unwrap_or_default()),
         text(if job.allow_dependency_failures {

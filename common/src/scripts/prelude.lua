@@ -319,12 +319,16 @@ local function fail_job(id, origin, status, now_text, now, default_ft, result_fi
 end
 
 -- Saves and enqueues (or defers, or schedules) one job, from `A[i]` on: id, queue, mode
--- (back|front|schedule), schedule_at, now_text, ttl ('' = none), allow_dependency_failures
+-- (back|front|schedule), schedule_at (epoch seconds, or `+N`: N seconds from Redis's
+-- clock), now_text, ttl ('' = none), allow_dependency_failures
 -- (0|1), nd, dep_id*nd, nf, (field, value)*nf. The TTL is checked before anything is
 -- written, so a refused job is never left queued. Returns the status the job got.
 local function enqueue_from(A, i)
   local id, q, mode = A[i], A[i + 1], A[i + 2]
   local at, now_text = tonumber(A[i + 3]), A[i + 4]
+  if string.sub(A[i + 3], 1, 1) == '+' then
+    at = math.floor(server_now()) + (tonumber(string.sub(A[i + 3], 2)) or 0)
+  end
   local ttl = nil
   if A[i + 5] ~= '' then
     ttl = int_in(A[i + 5], -1, MAX_TTL)

@@ -328,6 +328,18 @@ impl Fetcher {
         };
         let mut conn = self.redis.get().await?;
         let reply = cycle::cycle(&mut conn, &self.keys, &request).await?;
+        if self.config.redis.wait_replicas > 0 && (!ended.is_empty() || !slot_args.is_empty()) {
+            // Asynchronous replication can lose the last writes at a failover: wait until
+            // the replicas have these state changes before anyone acts on them.
+            let acked: i64 = redis::cmd("WAIT")
+                .arg(self.config.redis.wait_replicas)
+                .arg(self.config.redis.wait_timeout_ms)
+                .query_async(&mut conn)
+                .await?;
+            if acked < i64::from(self.config.redis.wait_replicas) {
+                tracing::warn!(acked, wanted = self.config.redis.wait_replicas, "fewer replicas than redis.wait_replicas acknowledged the last job state changes");
+            }
+        }
         drop(ended);
         drop(done);
         let mut recorded = reply.recorded.into_iter();

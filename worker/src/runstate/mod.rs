@@ -188,7 +188,7 @@ impl RunState {
     async fn stamp(&self, task: &str) {
         let services = self.ctx.services();
         let runid = self.ctx.runid();
-        let now = chrono::Utc::now().timestamp();
+        let now = runq_common::timefmt::now().timestamp();
         match services.lock_db.get().await {
             Ok(mut conn) => {
                 if let Err(e) = prep::stamp(&mut conn, rundir::prep_key(runid), task, now).await {

@@ -4,7 +4,7 @@
 use super::lock_keeper::LockKeeper;
 use crate::metrics::Metrics;
 use runq_common::config::Config;
-use runq_common::connect::{self, SharedConnection};
+use runq_common::connect::SharedConnection;
 use runq_common::nodb::document::DocumentStore;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +28,7 @@ impl RunServices {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> runq_common::Result<RunServices> {
         let db = &config.redis.db;
         let pool = |n: u16| -> runq_common::Result<SharedConnection> {
-            Ok(SharedConnection::new(connect::pool(config, n, 4)?))
+            SharedConnection::open(config, n, 4)
         };
         Ok(RunServices {
             keeper: LockKeeper::new(pool(db.lock)?, metrics),

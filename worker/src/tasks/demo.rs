@@ -134,7 +134,7 @@ fn record_build(doc: &mut Value, job_id: &str) -> Result<u64, TaskError> {
     state.insert("builds".into(), json!(builds));
     state.insert(
         "last_built".into(),
-        json!(chrono::Utc::now().timestamp_millis() as f64 / 1000.0),
+        json!(runq_common::timefmt::now().timestamp_millis() as f64 / 1000.0),
     );
     match state.get_mut("history").and_then(Value::as_array_mut) {
         Some(h) => h.push(json!(job_id)),
@@ -173,7 +173,7 @@ impl Ledger {
     }
 
     fn append(&self, event: &str) {
-        let micros = chrono::Utc::now().timestamp_micros();
+        let micros = runq_common::timefmt::now().timestamp_micros();
         let line = format!("{event} {} {} {micros}\n", self.relpath, self.job);
         let written = std::fs::OpenOptions::new()
             .create(true)

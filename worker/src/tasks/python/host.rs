@@ -128,13 +128,9 @@ impl PythonHost {
         shutdown: Shutdown,
     ) -> Result<Arc<PythonHost>, HostError> {
         let script = write_script()?;
-        let redis_url = runq_common::connect::url_with_db(
-            &config.redis.url,
-            config.redis.db.rq,
-            config.redis.username.as_deref(),
-            config.redis.password.as_deref(),
-        )
-        .map_err(|e| HostError::Protocol(e.to_string()))?;
+        let redis_url = runq_common::connect::current_url(config, config.redis.db.rq)
+            .await
+            .map_err(|e| HostError::Protocol(e.to_string()))?;
         let (availability, _) = watch::channel(Availability::Down("starting".into()));
         let host = Arc::new(PythonHost {
             command: python.command.clone(),
