@@ -358,19 +358,22 @@ impl Worker {
         });
     }
 
-    /// Runs the fetcher and one processor per slot until every slot has drained. A slot
+    /// Runs the fetchers and one processor per slot until every slot has drained. A slot
     /// whose loop panicked (outside a job's execution, which catches its own panics) is
     /// cleared — its job, if any, is left to recovery — and started again.
     pub async fn run_slots(&self) -> FetchEnd {
         let ctx = &self.ctx;
-        let (fetcher, handle) = Fetcher::new(
+        let (fetchers, handle) = Fetcher::lanes(
             ctx.config.clone(),
             ctx.redis.clone(),
             ctx.slots.clone(),
             ctx.shutdown.clone(),
             self.burst,
         );
-        let fetch = tokio::spawn(fetcher.run());
+        let lanes: Vec<_> = fetchers
+            .into_iter()
+            .map(|f| tokio::spawn(f.run()))
+            .collect();
         let mut processors = tokio::task::JoinSet::new();
         let mut slot_of = std::collections::HashMap::new();
         for slot in 0..ctx.slots.len() {
@@ -390,7 +393,13 @@ impl Worker {
             }
         }
         drop(handle);
-        fetch.await.unwrap_or(FetchEnd::Stopped)
+        let mut end = FetchEnd::Drained;
+        for lane in lanes {
+            if lane.await.unwrap_or(FetchEnd::Stopped) == FetchEnd::Stopped {
+                end = FetchEnd::Stopped;
+            }
+        }
+        end
     }
 
     /// The exit phase: background services stop and are joined, the Python host is shut

@@ -16,12 +16,14 @@
 --   {'broken', queue, error}                       the queue key is not a list: skipped
 -- and the set of workers that got a job.
 
--- The value of `field` in an HGETALL reply.
-local function field_of(h, field)
+-- The `origin` and `ttl` fields of an HGETALL reply, in one pass.
+local function origin_and_ttl(h)
+  local origin, ttl
   for i = 1, #h, 2 do
-    if h[i] == field then return h[i + 1] end
+    local f = h[i]
+    if f == 'origin' then origin = h[i + 1] elseif f == 'ttl' then ttl = h[i + 1] end
   end
-  return nil
+  return origin, ttl
 end
 
 local function claim_jobs(q, now, now_text, now_epoch)
@@ -58,7 +60,7 @@ local function claim_jobs(q, now, now_text, now_epoch)
       local id, mex = split_member(m)
       if mex == ex then
         local h = redis.call('HGETALL', K.job(id))
-        local origin = field_of(h, 'origin') or ''
+        local origin = origin_and_ttl(h) or ''
         busy[w] = true
         return {'job', slot, id, origin, origin, h}
       end
@@ -88,16 +90,15 @@ local function claim_jobs(q, now, now_text, now_epoch)
     elseif not is_text(id, 512) then
       refuse(id, queue, q.bad_id_exc, 'its id is not UTF-8 text')
     else
-      local origin = field_of(h, 'origin')
+      local origin, ttl = origin_and_ttl(h)
       if not origin or origin == '' then origin = queue end
       if not is_text(origin, 512) then
         refuse(id, queue, q.bad_origin_exc, 'its origin is not UTF-8 text')
       else
         if caps[qi] > 0 then caps[qi] = caps[qi] - 1 end
         local w, ex = q.slots[slot][1], q.slots[slot][2]
-        local m = member(id, ex)
+        local m = id .. ':' .. ex
         redis.call('HSET', jk, 'status', 'started', 'started_at', now_text, 'last_heartbeat', now_text, 'worker_name', w)
-        local ttl = field_of(h, 'ttl')
         if ttl and ttl ~= '' then redis.call('PERSIST', jk) end
         redis.call('ZADD', K.started(origin), deadline, m)
         redis.call('HSET', K.execution(id, ex), 'id', ex, 'job_id', id, 'created_at', now_epoch, 'last_heartbeat', now_epoch, 'worker_name', w)

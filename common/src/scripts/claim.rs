@@ -65,14 +65,20 @@ pub(super) fn args(inv: &mut redis::ScriptInvocation<'_>, req: &ClaimRequest<'_>
     }
 }
 
-/// The texts a job refused at claim time fails with (RQ's `exc_string` encoding).
-pub(super) fn refusal_texts() -> (String, String) {
-    (
-        encode_exc_string("InvalidJob: the job id is not UTF-8 text (or is longer than 512 bytes)"),
-        encode_exc_string(
-            "InvalidJob: field `origin` is not UTF-8 text (or is longer than 512 bytes)",
-        ),
-    )
+/// The texts a job refused at claim time fails with (RQ's `exc_string` encoding),
+/// compressed once per process: every cycle sends them.
+pub(super) fn refusal_texts() -> &'static (String, String) {
+    static TEXTS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    TEXTS.get_or_init(|| {
+        (
+            encode_exc_string(
+                "InvalidJob: the job id is not UTF-8 text (or is longer than 512 bytes)",
+            ),
+            encode_exc_string(
+                "InvalidJob: field `origin` is not UTF-8 text (or is longer than 512 bytes)",
+            ),
+        )
+    })
 }
 
 pub(super) fn parse(reply: Value, slots: usize) -> redis::RedisResult<ClaimReply> {

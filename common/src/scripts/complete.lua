@@ -6,9 +6,11 @@
 -- worker uses the job it fetched; each is validated here again under the shared rules
 -- before anything is written. The worker's counters and state are not written per job:
 -- the cycle sets the slot's state, the heartbeat its counters.
--- `c` = {id, ex, worker, origin, outcome, payload, started_epoch, result_ttl, rl_key,
---        rl_concurrency, repeats_left, repeat_intervals, ttl, has_dependencies,
---        retry_max, retry_intervals, retry_at_front}
+-- One completion is read from ARGV at `i`: id, ex, worker, origin, outcome, payload,
+-- started_epoch, result_ttl, extra ('0', or '1' when these nine follow: rl_key,
+-- rl_concurrency, repeats_left, repeat_intervals, ttl, has_dependencies, retry_max,
+-- retry_intervals, retry_at_front). Most jobs have none of the nine, and every argument
+-- costs Redis time, so they are sent only when one is set.
 -- outcome: ok | fail (retry if retries are left) | fail_final (never retried) | stop |
 --          requeue | lost | retry_value (the function returned rq.Retry; payload = it)
 -- Returns what happened: finished, deleted, repeated, repeat_scheduled, retried,
@@ -32,130 +34,159 @@ local function py_int_list(v)
   return '[' .. table.concat(parts, ', ') .. ']'
 end
 
-local function complete_execution(c, now, now_text, now_epoch, default_rt, default_ft)
-  local id, ex, w, origin, outcome, payload = c.id, c.ex, c.worker, c.origin, c.outcome, c.payload
+-- RQ 3.0's Repeat.schedule, inside the success step: the next run at once or after the
+-- first interval (the list shifts while it has more than one). Returns nil when no
+-- repeats are left.
+local function repeat_job(id, origin, x, now, now_text)
+  local left = int_in(x.repeats_left, 0, MAX_RETRIES)
+  if not left or left <= 0 then return nil end
   local jk = K.job(id)
-  local m = member(id, ex)
-  redis.call('SREM', K.worker_executions(w), m)
-  redis.call('DEL', K.execution(id, ex))
-  redis.call('ZREM', K.executions(id), ex)
-  if redis.call('ZREM', K.started(origin), m) == 0 or outcome == 'lost' then return 'lost' end
-  local rl_key = nil
-  if c.rl_key ~= '' and int_in(c.rl_concurrency, 1, MAX_RETRIES) then rl_key = c.rl_key end
-  local exec_fields = {'execution_id', ex, 'execution_started_at', c.started_epoch, 'execution_ended_at', now_epoch}
-
-  -- RQ 3.0's Repeat.schedule: the next run at once or after the first interval (the
-  -- list shifts while it has more than one), inside the success step.
-  local function repeat_job()
-    local left = int_in(c.repeats_left, 0, MAX_RETRIES)
-    if not left or left <= 0 then return nil end
-    local intervals = intervals_of(c.repeat_intervals) or {}
-    local interval = intervals[1] or 0
-    if #intervals > 1 then
-      table.remove(intervals, 1)
-      redis.call('HSET', jk, 'repeat_intervals', py_int_list(intervals))
-    end
-    redis.call('HSET', jk, 'repeats_left', left - 1)
-    local ttl = int_in(c.ttl, 1, MAX_TTL)
-    if ttl then redis.call('EXPIRE', jk, ttl) end
-    if interval > 0 then
-      redis.call('SADD', K.queues(), K.queue(origin))
-      redis.call('HSET', jk, 'status', 'scheduled')
-      redis.call('ZADD', K.scheduled(origin), math.floor(now + interval), id)
-      return 'repeat_scheduled'
-    end
-    push_queued(id, origin, now_text, false)
-    return 'repeated'
+  local intervals = intervals_of(x.repeat_intervals) or {}
+  local interval = intervals[1] or 0
+  if #intervals > 1 then
+    table.remove(intervals, 1)
+    redis.call('HSET', jk, 'repeat_intervals', py_int_list(intervals))
   end
+  redis.call('HSET', jk, 'repeats_left', left - 1)
+  local ttl = int_in(x.ttl, 1, MAX_TTL)
+  if ttl then redis.call('EXPIRE', jk, ttl) end
+  if interval > 0 then
+    redis.call('SADD', K.queues(), K.queue(origin))
+    redis.call('HSET', jk, 'status', 'scheduled')
+    redis.call('ZADD', K.scheduled(origin), math.floor(now + interval), id)
+    return 'repeat_scheduled'
+  end
+  push_queued(id, origin, now_text, false)
+  return 'repeated'
+end
 
-  if outcome == 'ok' then
-    local rt = int_in(c.result_ttl, -1, MAX_TTL) or default_rt
-    redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_text, 'last_heartbeat', now_text)
-    local left_waiting = release_dependents(id, now, now_text)
-    if rt ~= 0 then
-      local rk = K.results(id)
-      local fields = {'type', '1', 'worker_name', w}
-      if payload ~= '' then
-        fields[#fields + 1] = 'return_value'
-        fields[#fields + 1] = payload
-      end
-      for _, v in ipairs(exec_fields) do fields[#fields + 1] = v end
-      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', unpack(fields))
-      if rt > 0 then
-        redis.call('EXPIRE', rk, rt)
-        redis.call('ZADD', K.finished(origin), math.floor(now) + rt, id)
-      else
-        redis.call('PERSIST', rk)
-        redis.call('ZADD', K.finished(origin), '+inf', id)
-      end
+-- The nine optional facts, or the defaults when none were sent.
+local NO_EXTRA = {rl_key = '', rl_concurrency = '', repeats_left = '', repeat_intervals = '',
+  ttl = '', has_dependencies = '0', retry_max = '', retry_intervals = '', retry_at_front = '0'}
+local function extra_at(i)
+  return {rl_key = ARGV[i], rl_concurrency = ARGV[i + 1], repeats_left = ARGV[i + 2],
+    repeat_intervals = ARGV[i + 3], ttl = ARGV[i + 4], has_dependencies = ARGV[i + 5],
+    retry_max = ARGV[i + 6], retry_intervals = ARGV[i + 7], retry_at_front = ARGV[i + 8]}
+end
+
+-- A returned rq.Retry (RQ 3.0's handle_job_retry): a RETRIED result and a requeue (at
+-- once or after the interval for this attempt) until `max` attempts, then failed with a
+-- MAX_RETRIES_EXCEEDED result.
+local function retry_value(id, origin, w, payload, exec_fields, x, rl_key, now, now_text, default_ft)
+  local jk = K.job(id)
+  local max = int_in(x.retry_max, 1, MAX_RETRIES) or 1
+  local intervals = intervals_of(x.retry_intervals) or {}
+  local done = int_in(redis.call('HGET', jk, 'number_of_retries') or '', 0, MAX_RETRIES) or 0
+  local rv = {'worker_name', w}
+  if payload ~= '' then rv[#rv + 1] = 'return_value'; rv[#rv + 1] = payload end
+  for _, v in ipairs(exec_fields) do rv[#rv + 1] = v end
+  if done > 0 and done >= max then
+    rv[#rv + 1] = 'exc_string'
+    rv[#rv + 1] = ''
+    fail_job(id, origin, 'failed', now_text, now, default_ft, rv, '5')
+    rl_settle(rl_key, id, 'failed', now, now_text)
+    return 'failed'
+  end
+  redis.call('XADD', K.results(id), 'MAXLEN', '~', '10', '*', 'type', '4', unpack(rv))
+  redis.call('HSET', jk, 'number_of_retries', done + 1)
+  if x.retry_at_front == '1' then redis.call('HSET', jk, 'enqueue_at_front_on_retry', '1') end
+  local interval = 0
+  if #intervals > 0 then interval = intervals[math.min(#intervals - 1, done) + 1] end
+  if interval > 0 then
+    redis.call('SADD', K.queues(), K.queue(origin))
+    redis.call('HSET', jk, 'status', 'scheduled')
+    redis.call('ZADD', K.scheduled(origin), math.floor(now) + interval, id)
+    rl_settle(rl_key, id, 'scheduled', now, now_text)
+    return 'scheduled'
+  end
+  push_queued(id, origin, now_text, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1')
+  return 'retried'
+end
+
+-- Success: finished (result entry, finished registry, TTLs), or deleted with
+-- result_ttl 0, or repeated.
+local function succeed(id, origin, w, payload, started_epoch, result_ttl, ex, x, rl_key,
+                       now, now_text, now_epoch, default_rt)
+  local jk = K.job(id)
+  local rt = int_in(result_ttl, -1, MAX_TTL) or default_rt
+  redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_text, 'last_heartbeat', now_text)
+  local left_waiting = release_dependents(id, now, now_text)
+  if rt ~= 0 then
+    local rk = K.results(id)
+    if payload ~= '' then
+      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
+        'return_value', payload, 'execution_id', ex, 'execution_started_at', started_epoch,
+        'execution_ended_at', now_epoch)
+    else
+      redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', '1', 'worker_name', w,
+        'execution_id', ex, 'execution_started_at', started_epoch, 'execution_ended_at', now_epoch)
     end
-    local repeated = repeat_job()
+    if rt > 0 then
+      redis.call('EXPIRE', rk, rt)
+      redis.call('ZADD', K.finished(origin), math.floor(now) + rt, id)
+    else
+      redis.call('PERSIST', rk)
+      redis.call('ZADD', K.finished(origin), '+inf', id)
+    end
+  end
+  if x ~= NO_EXTRA then
+    local repeated = repeat_job(id, origin, x, now, now_text)
     if repeated then
       if repeated == 'repeat_scheduled' then rl_settle(rl_key, id, 'scheduled', now, now_text) end
       return repeated
     end
     rl_settle(rl_key, id, 'finished', now, now_text)
-    if rt == 0 then
-      redis.call('DEL', jk, K.dependents(id), K.dependencies(id), K.executions(id))
-      return 'deleted'
-    end
-    if rt > 0 then
-      redis.call('EXPIRE', jk, rt)
-      if left_waiting > 0 then redis.call('EXPIRE', K.dependents(id), rt) end
-      if c.has_dependencies == '1' then redis.call('EXPIRE', K.dependencies(id), rt) end
-    end
-    return 'finished'
   end
+  if rt == 0 then
+    redis.call('DEL', jk, K.dependents(id), K.dependencies(id), K.executions(id))
+    return 'deleted'
+  end
+  if rt > 0 then
+    redis.call('EXPIRE', jk, rt)
+    if left_waiting > 0 then redis.call('EXPIRE', K.dependents(id), rt) end
+    if x.has_dependencies == '1' then redis.call('EXPIRE', K.dependencies(id), rt) end
+  end
+  return 'finished'
+end
 
+-- Records the completion at ARGV[i]; returns what happened, the worker, and the index
+-- of the next completion.
+local function complete_execution(i, now, now_text, now_epoch, default_rt, default_ft)
+  local id, ex, w, origin, outcome = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local payload, started_epoch, result_ttl = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
+  local x, next_i = NO_EXTRA, i + 9
+  if ARGV[i + 8] == '1' then x, next_i = extra_at(i + 9), i + 18 end
+  local m = id .. ':' .. ex
+  redis.call('SREM', K.worker_executions(w), m)
+  redis.call('DEL', K.execution(id, ex))
+  redis.call('ZREM', K.executions(id), ex)
+  if redis.call('ZREM', K.started(origin), m) == 0 or outcome == 'lost' then return 'lost', w, next_i end
+  local rl_key = nil
+  if x.rl_key ~= '' and int_in(x.rl_concurrency, 1, MAX_RETRIES) then rl_key = x.rl_key end
+
+  if outcome == 'ok' then
+    return succeed(id, origin, w, payload, started_epoch, result_ttl, ex, x, rl_key,
+      now, now_text, now_epoch, default_rt), w, next_i
+  end
   if outcome == 'requeue' then
     requeue_front(id, origin, now, now_text)
-    return 'requeued'
+    return 'requeued', w, next_i
   end
-
+  local jk = K.job(id)
   if outcome == 'stop' then
     redis.call('HSET', jk, 'last_heartbeat', now_text)
   else
     redis.call('HSET', jk, 'ended_at', now_text, 'last_heartbeat', now_text)
   end
-
+  local exec_fields = {'execution_id', ex, 'execution_started_at', started_epoch, 'execution_ended_at', now_epoch}
   if outcome == 'retry_value' then
-    -- RQ 3.0's handle_job_retry for a returned Retry: a RETRIED result and a requeue (at
-    -- once or after the interval for this attempt) until `max` attempts, then failed
-    -- with a MAX_RETRIES_EXCEEDED result.
-    local max = int_in(c.retry_max, 1, MAX_RETRIES) or 1
-    local intervals = intervals_of(c.retry_intervals) or {}
-    local done = int_in(redis.call('HGET', jk, 'number_of_retries') or '', 0, MAX_RETRIES) or 0
-    local rv = {'worker_name', w}
-    if payload ~= '' then rv[#rv + 1] = 'return_value'; rv[#rv + 1] = payload end
-    for _, v in ipairs(exec_fields) do rv[#rv + 1] = v end
-    if done > 0 and done >= max then
-      rv[#rv + 1] = 'exc_string'
-      rv[#rv + 1] = ''
-      fail_job(id, origin, 'failed', now_text, now, default_ft, rv, '5')
-      rl_settle(rl_key, id, 'failed', now, now_text)
-      return 'failed'
-    end
-    redis.call('XADD', K.results(id), 'MAXLEN', '~', '10', '*', 'type', '4', unpack(rv))
-    redis.call('HSET', jk, 'number_of_retries', done + 1)
-    if c.retry_at_front == '1' then redis.call('HSET', jk, 'enqueue_at_front_on_retry', '1') end
-    local interval = 0
-    if #intervals > 0 then interval = intervals[math.min(#intervals - 1, done) + 1] end
-    if interval > 0 then
-      redis.call('SADD', K.queues(), K.queue(origin))
-      redis.call('HSET', jk, 'status', 'scheduled')
-      redis.call('ZADD', K.scheduled(origin), math.floor(now) + interval, id)
-      rl_settle(rl_key, id, 'scheduled', now, now_text)
-      return 'scheduled'
-    end
-    push_queued(id, origin, now_text, redis.call('HGET', jk, 'enqueue_at_front_on_retry') == '1')
-    return 'retried'
+    return retry_value(id, origin, w, payload, exec_fields, x, rl_key, now, now_text, default_ft), w, next_i
   end
-
   if outcome == 'fail' then
     local retried = retry_job(id, origin, now_text, now)
     if retried then
       if retried == 'scheduled' then rl_settle(rl_key, id, 'scheduled', now, now_text) end
-      return retried
+      return retried, w, next_i
     end
   end
   local status = 'failed'
@@ -164,5 +195,5 @@ local function complete_execution(c, now, now_text, now_epoch, default_rt, defau
   for _, v in ipairs(exec_fields) do fields[#fields + 1] = v end
   fail_job(id, origin, status, now_text, now, default_ft, fields)
   rl_settle(rl_key, id, status, now, now_text)
-  return status
+  return status, w, next_i
 end

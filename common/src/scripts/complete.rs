@@ -175,6 +175,20 @@ impl JobFacts {
                 || !text("dependency_id").is_empty(),
         }
     }
+
+    /// Whether any fact beyond `result_ttl` is set.
+    fn has_optional(&self) -> bool {
+        self.has_dependencies
+            || [
+                &self.rate_limit_key,
+                &self.rate_limit_concurrency,
+                &self.repeats_left,
+                &self.repeat_intervals,
+                &self.ttl,
+            ]
+            .iter()
+            .any(|v| !v.is_empty())
+    }
 }
 
 /// One execution that ended, for a cycle.
@@ -184,12 +198,13 @@ pub struct Ended<'a> {
     pub facts: &'a JobFacts,
 }
 
-/// Arguments per ended execution (cycle.lua's completion list).
+/// Arguments per ended execution (cycle.lua's completion list): eight always, then `0`,
+/// or `1` and the nine optional facts when any is set (most jobs have none, and each
+/// argument costs Redis time).
 pub(super) fn args(inv: &mut redis::ScriptInvocation<'_>, ended: &[Ended<'_>]) {
     inv.arg(ended.len());
     for e in ended {
         let (kind, payload) = e.completion.kind_and_payload();
-        let (retry_max, retry_intervals, retry_at_front) = e.completion.retry_args();
         let f = e.facts;
         inv.arg(e.exec.id)
             .arg(e.exec.exec_id)
@@ -198,7 +213,14 @@ pub(super) fn args(inv: &mut redis::ScriptInvocation<'_>, ended: &[Ended<'_>]) {
             .arg(kind)
             .arg(payload)
             .arg(&e.exec.started.epoch_text)
-            .arg(&f.result_ttl)
+            .arg(&f.result_ttl);
+        let retry_value = matches!(e.completion, Completion::RetryValue { .. });
+        if !retry_value && !f.has_optional() {
+            inv.arg("0");
+            continue;
+        }
+        let (retry_max, retry_intervals, retry_at_front) = e.completion.retry_args();
+        inv.arg("1")
             .arg(&f.rate_limit_key)
             .arg(&f.rate_limit_concurrency)
             .arg(&f.repeats_left)

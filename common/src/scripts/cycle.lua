@@ -5,9 +5,7 @@
 -- job goes idle; one that got a job is busy with it.
 -- ARGV: prefix, now_text, now_epoch, lease_secs, default_result_ttl, default_failure_ttl,
 --       bad_id_exc, bad_origin_exc, again (1: this repeats a round whose reply was lost),
---       nc, (id, exec_id, worker, origin, outcome, payload, started_epoch, result_ttl,
---            rl_key, rl_concurrency, repeats_left, repeat_intervals, ttl,
---            has_dependencies, retry_max, retry_intervals, retry_at_front)*nc,
+--       nc, (completion: see complete.lua)*nc,
 --       nq, (queue, capacity)*nq, ns, (worker_name, execution_id)*ns
 -- Returns {{recorded...}, 'suspended' | {claim entry...}}.
 local now_text, now_epoch = ARGV[2], ARGV[3]
@@ -15,17 +13,15 @@ local lease, default_rt, default_ft = tonumber(ARGV[4]), tonumber(ARGV[5]), tonu
 local now = server_now()
 local at = 10
 local nc = tonumber(ARGV[at])
-local names = {'id', 'ex', 'worker', 'origin', 'outcome', 'payload', 'started_epoch', 'result_ttl',
-  'rl_key', 'rl_concurrency', 'repeats_left', 'repeat_intervals', 'ttl', 'has_dependencies',
-  'retry_max', 'retry_intervals', 'retry_at_front'}
 local recorded, completed_by = {}, {}
-for i = 1, nc do
-  local c = {}
-  for j, name in ipairs(names) do c[name] = ARGV[at + (i - 1) * #names + j] end
-  recorded[i] = complete_execution(c, now, now_text, now_epoch, default_rt, default_ft)
-  completed_by[#completed_by + 1] = c.worker
+local i = at + 1
+for n = 1, nc do
+  local what, w
+  what, w, i = complete_execution(i, now, now_text, now_epoch, default_rt, default_ft)
+  recorded[n] = what
+  completed_by[n] = w
 end
-at = at + nc * #names + 1
+at = i
 local q = {queues = {}, caps = {}, slots = {}, lease = lease, default_ft = default_ft,
   bad_id_exc = ARGV[7], bad_origin_exc = ARGV[8], again = ARGV[9] == '1'}
 local nq = tonumber(ARGV[at])

@@ -20,6 +20,11 @@ impl QueueLimits {
         })
     }
 
+    /// Whether any queue has a limit.
+    pub fn any_limit(&self) -> bool {
+        self.limits.iter().any(Option::is_some)
+    }
+
     /// Every queue in priority order with the number of jobs it may still start
     /// (`None`: no limit).
     pub fn capacities(&self) -> Vec<(String, Option<usize>)> {

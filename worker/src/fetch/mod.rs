@@ -7,6 +7,12 @@
 //! share a round trip with every other slot ready at the same moment. When the queues
 //! are empty the idle slots wait until a [`wakeups`] waiter sees a job. After a warm
 //! shutdown the fetcher still records completions, and claims nothing.
+//!
+//! A process with several slots runs two fetchers ("lanes"), each serving half of the
+//! slots, so one lane's round runs in Redis while the other lane's slots run their jobs
+//! and the worker prepares the next round: Redis and the worker work at the same time
+//! instead of taking turns. Queues with a per-process concurrency limit need one view of
+//! the running jobs, so then one lane serves every slot.
 
 pub mod limits;
 pub mod wakeups;
@@ -72,10 +78,10 @@ struct Request {
     reply: oneshot::Sender<Reply>,
 }
 
-/// A slot's handle on the fetcher.
+/// A slot's handle on the fetchers (its lane is `slot % lanes`).
 #[derive(Clone)]
 pub struct FetchHandle {
-    tx: mpsc::Sender<Request>,
+    lanes: Vec<mpsc::Sender<Request>>,
 }
 
 impl FetchHandle {
@@ -89,7 +95,8 @@ impl FetchHandle {
             exec_id: uuid::Uuid::new_v4().simple().to_string(),
             reply,
         };
-        self.tx.send(request).await.ok()?;
+        let lane = &self.lanes[slot % self.lanes.len()];
+        lane.send(request).await.ok()?;
         rx.await.ok()
     }
 }
@@ -112,6 +119,10 @@ pub struct Fetcher {
     burst: bool,
     limits: Arc<QueueLimits>,
     rx: mpsc::Receiver<Request>,
+    /// This fetcher's lane (the first one logs what every lane sees) and how many slots
+    /// it serves.
+    lane: usize,
+    lane_slots: usize,
     /// Queues whose key was found not to be a list (logged once until it is fixed).
     broken: std::collections::HashSet<String>,
     suspended: bool,
@@ -125,29 +136,47 @@ enum Round {
     HandedOut(usize),
 }
 
+/// Slots per lane from which a second lane pays off.
+const SLOTS_FOR_TWO_LANES: usize = 4;
+
 impl Fetcher {
-    pub fn new(
+    /// The fetchers for a process's slots (one or two lanes) and the handle slots use.
+    pub fn lanes(
         config: Arc<Config>,
         redis: SharedConnection,
         slots: Arc<Slots>,
         shutdown: Shutdown,
         burst: bool,
-    ) -> (Fetcher, FetchHandle) {
-        let (tx, rx) = mpsc::channel(slots.len().max(1) * 2);
-        let fetcher = Fetcher {
-            keys: config.keys(),
-            limits: QueueLimits::new(&config.queues),
-            config,
-            redis,
-            slots,
-            shutdown,
-            burst,
-            rx,
-            broken: Default::default(),
-            suspended: false,
-            end: None,
+    ) -> (Vec<Fetcher>, FetchHandle) {
+        let limits = QueueLimits::new(&config.queues);
+        let count = if slots.len() >= SLOTS_FOR_TWO_LANES && !limits.any_limit() {
+            2
+        } else {
+            1
         };
-        (fetcher, FetchHandle { tx })
+        let mut fetchers = Vec::new();
+        let mut senders = Vec::new();
+        for lane in 0..count {
+            let lane_slots = (0..slots.len()).filter(|s| s % count == lane).count();
+            let (tx, rx) = mpsc::channel(lane_slots.max(1) * 2);
+            senders.push(tx);
+            fetchers.push(Fetcher {
+                keys: config.keys(),
+                limits: limits.clone(),
+                config: config.clone(),
+                redis: redis.clone(),
+                slots: slots.clone(),
+                shutdown: shutdown.clone(),
+                burst,
+                rx,
+                lane,
+                lane_slots,
+                broken: Default::default(),
+                suspended: false,
+                end: None,
+            });
+        }
+        (fetchers, FetchHandle { lanes: senders })
     }
 
     /// Runs until every slot has gone (after a warm shutdown, or a drained burst).
@@ -199,7 +228,7 @@ impl Fetcher {
                                 .await
                         }
                         Round::HandedOut(_) if self.burst => {
-                            if pending.len() == self.slots.len() {
+                            if pending.len() == self.lane_slots {
                                 self.end = Some(FetchEnd::Drained);
                                 continue;
                             }
@@ -380,7 +409,7 @@ impl Fetcher {
                         tracing::warn!(queue = %queue, job = %clip(&id, 80), "refused a queue entry: {reason}");
                     }
                     ClaimEntry::BrokenQueue { queue, error } => {
-                        if self.broken.insert(queue.clone()) {
+                        if self.broken.insert(queue.clone()) && self.lane == 0 {
                             tracing::error!(queue = %queue, error = %clip(&error, 200), "the queue key is not a list; skipping this queue until it is fixed");
                         }
                     }
@@ -426,7 +455,14 @@ impl Fetcher {
         }
         self.suspended = suspended;
         let waiting: Vec<usize> = answers.iter().map(|(r, ..)| r.slot).collect();
-        if suspended {
+        if self.lane != 0 {
+            let state = if suspended {
+                WorkerState::Suspended
+            } else {
+                WorkerState::Idle
+            };
+            self.set_state(&waiting, state).await;
+        } else if suspended {
             tracing::info!("queues are suspended (rq:suspended); not taking jobs");
             self.set_state(&waiting, WorkerState::Suspended).await;
         } else {
