@@ -35,6 +35,8 @@ runq_out=$($BIN/runq bench --jobs "$JOBS" --concurrency "$CONC" --queue bench-ru
 echo "$runq_out" | sed 's/^/runq:   /'
 runq_rate=$(echo "$runq_out" | tail -1 | sed -E 's/.*= ([0-9]+) jobs\/s/\1/')
 
+COST="$PY bench/redis_cost.py"
+$COST snap "$PORT" "$DIR/cost.json"
 PYTHONPATH=contrib/python "$PY" - "$PORT" "$JOBS" <<'PYEOF'
 import sys, time, redis
 from rq import Queue
@@ -45,13 +47,16 @@ t = time.time()
 with r.pipeline() as pipe:
     jobs = q.enqueue_many([Queue.prepare_data('runq.tasks.noop', result_ttl=600) for _ in range(n)], pipeline=pipe)
     pipe.execute()
-print(f"python: enqueued {n} jobs in {time.time()-t:.2f} s")
+print(f"python: enqueued {n} jobs in {time.time()-t:.2f} s", end='')
 PYEOF
+echo "; enqueue cost: $($COST diff "$PORT" "$DIR/cost.json" "$JOBS")"
+$COST snap "$PORT" "$DIR/cost.json"
 t0=$(date +%s.%N)
 PYTHONPATH=contrib/python "$(dirname "$PY")/rq" worker --burst -w rq.worker.SimpleWorker --url "$REDIS_URL/9" --logging_level WARNING bench-py >/dev/null 2>&1
 t1=$(date +%s.%N)
 py_done=$(redis-cli -p "$PORT" -n 9 zcard rq:finished:bench-py)
 py_rate=$(python3 -c "print(round($py_done/($t1-$t0)))")
+echo "python: worker cost: $($COST diff "$PORT" "$DIR/cost.json" "$py_done")"
 echo "python: rq worker --burst -w rq.worker.SimpleWorker: $py_done jobs finished in $(python3 -c "print(round($t1-$t0,2))") s = $py_rate jobs/s"
 echo "worker throughput ratio runq/python: $(python3 -c "print(round($runq_rate/$py_rate,1))")x"
 
@@ -62,6 +67,7 @@ for i in range($BATCH): print(json.dumps({'func': 'runq.tasks.noop', 'args': [i]
 runq_batch=$($BIN/runq enqueue --file "$DIR/jobs.jsonl")
 echo "runq:   $runq_batch"
 rb=$(echo "$runq_batch" | sed -E 's/.*\(([0-9]+) jobs\/s\).*/\1/')
+$COST snap "$PORT" "$DIR/cost.json"
 pb=$("$PY" - "$PORT" "$BATCH" <<'PYEOF'
 import sys, time, redis
 from rq import Queue
@@ -76,7 +82,7 @@ for start in range(0, n, 2000):
 print(round(n / (time.time() - t)))
 PYEOF
 )
-echo "python: Queue.enqueue_many in pipelines of 2000: $BATCH jobs at $pb jobs/s"
+echo "python: Queue.enqueue_many in pipelines of 2000: $BATCH jobs at $pb jobs/s; cost: $($COST diff "$PORT" "$DIR/cost.json" "$BATCH")"
 echo "batch enqueue ratio runq/python: $(python3 -c "print(round($rb/$pb,1))")x"
 
 # 3. NoDb locks: runq's acquire (one script) and compare-and-delete release, against

@@ -8,11 +8,8 @@ use crate::budget::{self, Budget, LimitError};
 use crate::echo;
 use crate::serializer::{SerializerKind, DETAIL_CHARS};
 use crate::value;
-use flate2::bufread::ZlibDecoder;
-use flate2::write::ZlibEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use serde_json::{Map, Value};
-use std::io::{Read, Write};
 
 /// Payloads larger than this (after decompression) are refused rather than decoded.
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
@@ -81,8 +78,10 @@ pub fn inflate(data: &[u8]) -> Result<Vec<u8>, PayloadError> {
 }
 
 /// Inflates `data` to at most `limit` bytes, never allocating past the limit: bytes
-/// with a zlib header must be a valid stream ([`PayloadError::BadZlib`]); anything
-/// else is taken raw (RQ's fallback), up to `limit` too.
+/// with a zlib header must be a whole valid stream ([`PayloadError::BadZlib`]); anything
+/// else is taken raw (RQ's fallback), up to `limit` too. The inflater's state (tens of
+/// KiB) is kept per thread and reset for each payload, and output goes straight into
+/// the result: a job costs no fresh buffers beyond its own bytes.
 pub fn inflate_limited(data: &[u8], limit: usize) -> Result<Vec<u8>, PayloadError> {
     if !is_zlib_header(data) {
         if data.len() > limit {
@@ -90,39 +89,78 @@ pub fn inflate_limited(data: &[u8], limit: usize) -> Result<Vec<u8>, PayloadErro
         }
         return Ok(data.to_vec());
     }
-    let mut dec = ZlibDecoder::new(data);
-    let mut out: Vec<u8> = Vec::with_capacity(data.len().saturating_mul(3).min(limit));
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match dec.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(PayloadError::BadZlib(echo::clip_display(&e, DETAIL_CHARS)));
-            }
-        };
-        if out.len() + n > limit {
-            return Err(PayloadError::InflatesTooLarge { limit });
-        }
-        if out.capacity() - out.len() < n {
-            // Double, but never past the limit.
-            let want = (out.capacity() * 2).max(out.len() + n).min(limit);
-            out.reserve_exact(want - out.len());
-        }
-        out.extend_from_slice(&buf[..n]);
+    thread_local! {
+        static INFLATER: std::cell::RefCell<Decompress> = std::cell::RefCell::new(Decompress::new(true));
     }
-    Ok(out)
+    INFLATER.with_borrow_mut(|inflater| {
+        inflater.reset(true);
+        inflate_into(inflater, data, limit)
+    })
 }
 
-/// zlib at the default level, as Python's `zlib.compress`.
+fn inflate_into(
+    inflater: &mut Decompress,
+    data: &[u8],
+    limit: usize,
+) -> Result<Vec<u8>, PayloadError> {
+    let bad = |detail: &dyn std::fmt::Display| {
+        PayloadError::BadZlib(echo::clip_display(detail, DETAIL_CHARS))
+    };
+    let mut out: Vec<u8> =
+        Vec::with_capacity(data.len().saturating_mul(3).clamp(64, limit.max(64)));
+    loop {
+        if out.len() == out.capacity() {
+            if out.len() >= limit {
+                return Err(PayloadError::InflatesTooLarge { limit });
+            }
+            // Double, but never past the limit (plus one byte, to see whether more comes).
+            let want = (out.capacity() * 2).min(limit + 1);
+            out.reserve_exact(want - out.len());
+        }
+        let read = inflater.total_in() as usize;
+        let written = out.len();
+        let status = inflater
+            .decompress_vec(&data[read..], &mut out, FlushDecompress::None)
+            .map_err(|e| bad(&e))?;
+        if out.len() > limit {
+            return Err(PayloadError::InflatesTooLarge { limit });
+        }
+        match status {
+            Status::StreamEnd => return Ok(out),
+            _ if out.len() == written && inflater.total_in() as usize == read => {
+                // No progress with room to spare: the input ended inside the stream.
+                if out.len() < out.capacity() {
+                    return Err(bad(&"the stream is truncated"));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// zlib at the default level, as Python's `zlib.compress`. The compressor's state
+/// (hundreds of KiB, zeroed when made) is kept per thread and reset for each payload.
 pub fn deflate(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = ZlibEncoder::new(
-        Vec::with_capacity(bytes.len() / 2 + 16),
-        Compression::default(),
-    );
-    enc.write_all(bytes).expect("writing to a Vec cannot fail");
-    enc.finish().expect("writing to a Vec cannot fail")
+    thread_local! {
+        static DEFLATER: std::cell::RefCell<Compress> =
+            std::cell::RefCell::new(Compress::new(Compression::default(), true));
+    }
+    DEFLATER.with_borrow_mut(|deflater| {
+        deflater.reset();
+        let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
+        loop {
+            if out.len() == out.capacity() {
+                out.reserve(out.capacity().max(64));
+            }
+            let read = deflater.total_in() as usize;
+            let status = deflater
+                .compress_vec(&bytes[read..], &mut out, FlushCompress::Finish)
+                .expect("compressing into a Vec cannot fail");
+            if status == Status::StreamEnd {
+                return out;
+            }
+        }
+    })
 }
 
 /// Decodes a stored `data` field into the serializer it used and the call.
@@ -393,5 +431,34 @@ mod tests {
             err.starts_with("DeserializationError: cannot decode pickle"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn inflate_is_exact_at_the_limit_and_refuses_past_it() {
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let zipped = deflate(&bytes);
+        assert_eq!(inflate_limited(&zipped, bytes.len()).unwrap(), bytes);
+        assert_eq!(
+            inflate_limited(&zipped, bytes.len() - 1).unwrap_err(),
+            PayloadError::InflatesTooLarge {
+                limit: bytes.len() - 1
+            }
+        );
+        // The reused inflater starts clean after a refusal.
+        assert_eq!(inflate(&zipped).unwrap(), bytes);
+    }
+
+    #[test]
+    fn truncated_and_corrupt_zlib_are_bad_zlib() {
+        let zipped = deflate(&vec![7u8; 10_000]);
+        let cut = &zipped[..zipped.len() - 3];
+        let err = inflate(cut).unwrap_err();
+        assert!(matches!(err, PayloadError::BadZlib(_)), "{err}");
+        let mut corrupt = zipped.clone();
+        corrupt[4] ^= 0xff;
+        corrupt[5] ^= 0xff;
+        let err = inflate(&corrupt).unwrap_err();
+        assert!(matches!(err, PayloadError::BadZlib(_)), "{err}");
+        assert_eq!(inflate(&zipped).unwrap(), vec![7u8; 10_000]);
     }
 }

@@ -49,9 +49,24 @@ impl Stamp {
     }
 }
 
-/// Formats a datetime exactly as RQ's `utcformat` does.
+/// Formats a datetime exactly as RQ's `utcformat` does (written out by hand for the
+/// years RQ can produce: every state change stamps several of these).
 pub fn format_datetime(at: &DateTime<Utc>) -> String {
-    at.format(RQ_DATETIME_FORMAT).to_string()
+    use chrono::{Datelike, Timelike};
+    let year = at.year();
+    if !(0..=9999).contains(&year) {
+        return at.format(RQ_DATETIME_FORMAT).to_string();
+    }
+    // A leap second shows as nanosecond >= 1e9; `%.6f` prints it the same way.
+    let micros = at.nanosecond() / 1_000;
+    format!(
+        "{year:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        at.month(),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
 }
 
 /// Parses RQ datetime text (with or without the fractional part). Empty text is `None`.
@@ -75,6 +90,20 @@ pub fn epoch_text(at: &DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hand_formatting_matches_the_strftime_format() {
+        let mut at = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
+        for step in [1, 999_999, 86_399_999_999, 1_234_567_890_123_456] {
+            for _ in 0..50 {
+                at += chrono::TimeDelta::microseconds(step);
+                assert_eq!(
+                    format_datetime(&at),
+                    at.format(RQ_DATETIME_FORMAT).to_string()
+                );
+            }
+        }
+    }
 
     #[test]
     fn round_trips_rq_datetime() {

@@ -32,6 +32,24 @@ pub struct BenchArgs {
     pub worker_bin: Option<PathBuf>,
 }
 
+/// Jobs per enqueue call of the benchmark.
+const BENCH_CHUNK: usize = 2_000;
+
+/// One benchmark job: `runq.tasks.noop()`, results kept 10 minutes.
+fn noop_job(queue: &str, serializer: SerializerKind) -> NewJob {
+    let mut j = NewJob::new(
+        queue,
+        JobCall {
+            func_name: "runq.tasks.noop".into(),
+            args: vec![],
+            kwargs: Default::default(),
+        },
+        serializer,
+    );
+    j.result_ttl = Some(600);
+    j
+}
+
 pub async fn run(config: &Config, a: BenchArgs) -> Result<(), CliError> {
     let serializer: SerializerKind = a.serializer.parse().map_err(CliError::Usage)?;
     let mut conn = crate::connect(config).await?;
@@ -44,25 +62,28 @@ pub async fn run(config: &Config, a: BenchArgs) -> Result<(), CliError> {
         .await?;
     let before_enqueue = Snapshot::take(&mut conn).await?;
     let t0 = Instant::now();
+    // Two chunks in flight: one is built (pickled, compressed) while Redis runs the other.
+    let mut in_flight: std::collections::VecDeque<tokio::task::JoinHandle<_>> = Default::default();
     let mut enqueued = 0;
-    for chunk in (0..a.jobs).collect::<Vec<_>>().chunks(1000) {
-        let jobs: Vec<NewJob> = chunk
-            .iter()
-            .map(|_| {
-                let mut j = NewJob::new(
-                    &a.queue,
-                    JobCall {
-                        func_name: "runq.tasks.noop".into(),
-                        args: vec![],
-                        kwargs: Default::default(),
-                    },
-                    serializer,
-                );
-                j.result_ttl = Some(600);
-                j
-            })
-            .collect();
-        for r in rq::enqueue_many(&mut conn, &keys, &jobs).await? {
+    let mut start = 0;
+    while start < a.jobs || !in_flight.is_empty() {
+        if start < a.jobs && in_flight.len() < 4 {
+            let n = BENCH_CHUNK.min(a.jobs - start);
+            start += n;
+            let (mut conn, keys, queue) = (conn.clone(), keys.clone(), a.queue.clone());
+            in_flight.push_back(tokio::spawn(async move {
+                let jobs: Vec<NewJob> = (0..n).map(|_| noop_job(&queue, serializer)).collect();
+                rq::enqueue_many(&mut conn, &keys, &jobs).await
+            }));
+            continue;
+        }
+        let Some(next) = in_flight.pop_front() else {
+            break;
+        };
+        let results = next
+            .await
+            .map_err(|e| CliError::Other(format!("enqueue task failed: {e}")))??;
+        for r in results {
             r.map_err(CliError::Other)?;
             enqueued += 1;
         }

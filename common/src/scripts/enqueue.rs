@@ -1,6 +1,7 @@
 //! Saving and enqueueing jobs ([`enqueue.lua`](enqueue.lua)): the hash RQ's `Job.save()`
 //! writes, then queued, deferred (unmet dependencies) or scheduled, in one atomic step
-//! per job; many jobs pipeline one EVALSHA each.
+//! per job; many jobs go [`BATCH_JOBS`] to a script call
+//! ([`enqueue_batch.lua`](enqueue_batch.lua)).
 
 use super::script;
 use crate::error::{Error, Result};
@@ -73,42 +74,82 @@ pub async fn enqueue<C: ConnectionLike + Send + Sync>(
     status(reply).map_err(Error::Invalid)
 }
 
-/// Enqueues many jobs in one pipeline; returns each job's status or error, in order.
+/// Jobs per script call in [`enqueue_many`]: Redis runs one call at a time, so a batch
+/// is kept short enough (a few milliseconds) not to hold up the workers.
+pub const BATCH_JOBS: usize = 250;
+
+/// Enqueues many jobs, [`BATCH_JOBS`] per script call, all calls in one pipeline;
+/// returns each job's status or error, in order (a job that fails validation or whose
+/// enqueue Redis refuses is reported, and the others still go ahead).
 pub async fn enqueue_many<C: ConnectionLike + Send + Sync>(
     conn: &mut C,
     keys: &Keys,
     jobs: &[NewJob],
 ) -> Result<Vec<std::result::Result<JobStatus, String>>> {
-    let sha: String = script!("enqueue.lua").load_async(conn).await?;
+    let sha: String = script!("enqueue_batch.lua").load_async(conn).await?;
     let now = Stamp::now();
-    let mut pipe = redis::pipe();
-    pipe.ignore_errors();
     let mut out: Vec<Option<std::result::Result<JobStatus, String>>> =
         Vec::with_capacity(jobs.len());
-    let mut sent = Vec::new();
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut pipe = redis::pipe();
+    pipe.ignore_errors();
+    let mut call: Option<(redis::Cmd, Vec<usize>, Vec<Vec<u8>>)> = None;
     for (i, job) in jobs.iter().enumerate() {
-        match args(job, keys, &now) {
+        match job_args(job, &now) {
             Ok(a) => {
-                pipe.cmd("EVALSHA").arg(&sha).arg(0).arg(a);
-                sent.push(i);
+                let (_, members, args) =
+                    call.get_or_insert_with(|| (redis::cmd("EVALSHA"), Vec::new(), Vec::new()));
+                members.push(i);
+                args.extend(a);
                 out.push(None);
+                if members.len() == BATCH_JOBS {
+                    let (cmd, members, args) = call.take().expect("just filled");
+                    add_batch(&mut pipe, cmd, &sha, keys, &members, args);
+                    batches.push(members);
+                }
             }
             Err(e) => out.push(Some(Err(e.to_string()))),
         }
     }
-    if !sent.is_empty() {
+    if let Some((cmd, members, args)) = call.take() {
+        add_batch(&mut pipe, cmd, &sha, keys, &members, args);
+        batches.push(members);
+    }
+    if !batches.is_empty() {
         let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
-        for (i, reply) in sent.into_iter().zip(replies) {
-            out[i] = Some(match reply {
-                redis::Value::ServerError(e) => Err(e.details().unwrap_or("error").to_string()),
-                v => redis::from_redis_value::<String>(v)
-                    .map_err(|e| e.to_string())
-                    .and_then(status),
-            });
+        for (members, reply) in batches.into_iter().zip(replies) {
+            let entries: Vec<String> = match reply {
+                redis::Value::ServerError(e) => {
+                    let why = e.details().unwrap_or("error").to_string();
+                    vec![format!("error {why}"); members.len()]
+                }
+                v => redis::from_redis_value(v).map_err(redis::RedisError::from)?,
+            };
+            for (i, entry) in members.into_iter().zip(entries) {
+                out[i] = Some(match entry.strip_prefix("error ") {
+                    Some(why) => Err(why.to_string()),
+                    None => status(entry),
+                });
+            }
         }
     }
     Ok(out
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Err("no reply from Redis".into())))
         .collect())
+}
+
+fn add_batch(
+    pipe: &mut redis::Pipeline,
+    mut cmd: redis::Cmd,
+    sha: &str,
+    keys: &Keys,
+    members: &[usize],
+    args: Vec<Vec<u8>>,
+) {
+    cmd.arg(sha).arg(0).arg(keys.prefix()).arg(members.len());
+    for a in args {
+        cmd.arg(a);
+    }
+    pipe.add_command(cmd);
 }

@@ -348,30 +348,31 @@ local function enqueue_from(A, i)
     return redis.error_reply('ERR job ' .. id .. ' already exists with status ' .. existing)
   end
   if existing then redis.call('DEL', jk) end
-  redis.call('SADD', K.queues(), K.queue(q))
-  if nf > 0 then
-    redis.call('HSET', jk, unpack(A, fbase + 1, fbase + 2 * nf))
-  end
   local unmet = false
   for _, dep in ipairs(deps) do
     if not dependency_met(redis.call('HGET', K.job(dep), 'status'), allow) then unmet = true end
   end
-  local status
-  if unmet then
-    status = 'deferred'
-    redis.call('HSET', jk, 'status', 'deferred')
+  -- One HSET: the status (and for a queued job its enqueued_at) with the fields.
+  local status = 'queued'
+  if unmet then status = 'deferred' elseif mode == 'schedule' then status = 'scheduled' end
+  if status == 'queued' then
+    redis.call('HSET', jk, 'status', status, 'enqueued_at', now_text, unpack(A, fbase + 1, fbase + 2 * nf))
+  else
+    redis.call('HSET', jk, 'status', status, unpack(A, fbase + 1, fbase + 2 * nf))
+  end
+  redis.call('SADD', K.queues(), K.queue(q))
+  if status == 'deferred' then
     redis.call('ZADD', K.deferred(q), math.floor(server_now()), id)
     for _, dep in ipairs(deps) do
       redis.call('SADD', K.dependents(dep), id)
       redis.call('SADD', K.dependencies(id), dep)
     end
-  elseif mode == 'schedule' then
-    status = 'scheduled'
-    redis.call('HSET', jk, 'status', 'scheduled')
+  elseif status == 'scheduled' then
     redis.call('ZADD', K.scheduled(q), at, id)
+  elseif mode == 'front' then
+    redis.call('LPUSH', K.queue(q), id)
   else
-    status = 'queued'
-    push_queued(id, q, now_text, mode == 'front')
+    redis.call('RPUSH', K.queue(q), id)
   end
   if ttl and ttl > 0 then
     redis.call('EXPIRE', jk, ttl)
