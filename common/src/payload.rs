@@ -127,11 +127,12 @@ fn inflate_into(
         }
         match status {
             Status::StreamEnd => return Ok(out),
-            _ if out.len() == written && inflater.total_in() as usize == read => {
-                // No progress with room to spare: the input ended inside the stream.
-                if out.len() < out.capacity() {
-                    return Err(bad(&"the stream is truncated"));
-                }
+            // No progress with room to spare: the input ended inside the stream.
+            _ if out.len() == written
+                && inflater.total_in() as usize == read
+                && out.len() < out.capacity() =>
+            {
+                return Err(bad(&"the stream is truncated"));
             }
             _ => {}
         }
