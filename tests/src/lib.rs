@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 pub use redis::Commands;
 
 pub mod hostile;
+pub mod netns;
 
 /// The longest any test waits for something to happen.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -169,7 +170,38 @@ pub struct RedisServer {
     child: Child,
     pub port: u16,
     tls: Option<TlsFiles>,
+    opts: RedisOpts,
     _dir: TempDir,
+}
+
+/// How [`RedisServer::start_opts`] starts a server beyond the defaults: another address
+/// (inside a network namespace), a command prefix (`ip netns exec <ns>`), a config file
+/// given first (sentinels) and extra arguments (`--replicaof ...`, `--sentinel`).
+#[derive(Debug, Clone)]
+pub struct RedisOpts {
+    /// The address it binds and clients use (default 127.0.0.1).
+    pub host: String,
+    /// A fixed port (default: a free one on 127.0.0.1).
+    pub port: Option<u16>,
+    /// Argv run in front of `redis-server`, e.g. `["ip", "netns", "exec", "ns1"]`.
+    pub prefix: Vec<String>,
+    /// A config file written into the server's directory and given as the first
+    /// argument (its text; `redis-server` may rewrite it, as sentinels do).
+    pub conf: Option<String>,
+    /// Extra arguments after the defaults.
+    pub args: Vec<String>,
+}
+
+impl Default for RedisOpts {
+    fn default() -> Self {
+        RedisOpts {
+            host: "127.0.0.1".into(),
+            port: None,
+            prefix: Vec::new(),
+            conf: None,
+            args: Vec::new(),
+        }
+    }
 }
 
 /// A test CA and a server certificate it signed (for 127.0.0.1 and localhost), made with
@@ -272,12 +304,14 @@ impl RedisServer {
         for _ in 0..5 {
             let dir = TempDir::new("redis");
             let port = free_port();
-            match launch(port, dir.path(), None) {
+            let opts = RedisOpts::default();
+            match launch(port, dir.path(), None, &opts) {
                 Ok(child) => {
                     return RedisServer {
                         child,
                         port,
                         tls: None,
+                        opts,
                         _dir: dir,
                     }
                 }
@@ -296,12 +330,14 @@ impl RedisServer {
             let dir = TempDir::new("redis-tls");
             let tls = TlsFiles::generate(dir.path());
             let port = free_port();
-            match launch(port, dir.path(), Some(&tls)) {
+            let opts = RedisOpts::default();
+            match launch(port, dir.path(), Some(&tls), &opts) {
                 Ok(child) => {
                     return RedisServer {
                         child,
                         port,
                         tls: Some(tls),
+                        opts,
                         _dir: dir,
                     }
                 }
@@ -309,6 +345,59 @@ impl RedisServer {
             }
         }
         panic!("could not start redis-server with TLS: {last_error}");
+    }
+
+    /// Starts a server as `opts` says (plain TCP) and waits until it answers PING;
+    /// `Err` with the reason when it cannot be started.
+    pub fn start_opts(opts: RedisOpts) -> Result<RedisServer, String> {
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let dir = TempDir::new("redis");
+            let port = opts.port.unwrap_or_else(free_port);
+            match launch(port, dir.path(), None, &opts) {
+                Ok(child) => {
+                    return Ok(RedisServer {
+                        child,
+                        port,
+                        tls: None,
+                        opts,
+                        _dir: dir,
+                    })
+                }
+                Err(e) => last_error = e,
+            }
+            if opts.port.is_some() {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        Err(format!("could not start redis-server: {last_error}"))
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The address clients use (127.0.0.1 unless [`RedisOpts::host`] said otherwise).
+    pub fn host(&self) -> &str {
+        &self.opts.host
+    }
+
+    /// The server's working directory (its log is `redis.log` there).
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// SIGKILLs the server and reaps it (data not saved; no restart).
+    pub fn kill9(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The CA certificate of a [`start_tls`](Self::start_tls) server.
@@ -323,7 +412,7 @@ impl RedisServer {
         let _ = self.child.wait();
         let mut last_error = String::new();
         for _ in 0..20 {
-            match launch(self.port, self._dir.path(), self.tls.as_ref()) {
+            match launch(self.port, self._dir.path(), self.tls.as_ref(), &self.opts) {
                 Ok(child) => {
                     self.child = child;
                     return;
@@ -342,7 +431,7 @@ impl RedisServer {
         } else {
             "redis"
         };
-        format!("{scheme}://127.0.0.1:{}", self.port)
+        format!("{scheme}://{}:{}", self.opts.host, self.port)
     }
 
     /// The URL of RQ's database (9), for `rq info --url`.
@@ -523,10 +612,27 @@ fn client(url: &str, tls: Option<&TlsFiles>) -> redis::Client {
 }
 
 /// Runs `redis-server` on `port` (TLS only when `tls` is given) and waits for PING.
-fn launch(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, String> {
+fn launch(
+    port: u16,
+    dir: &Path,
+    tls: Option<&TlsFiles>,
+    opts: &RedisOpts,
+) -> Result<Child, String> {
     let log_path = dir.join("redis.log");
     let log = File::create(&log_path).expect("redis log file");
-    let mut cmd = Command::new("redis-server");
+    let mut cmd = match opts.prefix.split_first() {
+        None => Command::new("redis-server"),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg("redis-server");
+            c
+        }
+    };
+    if let Some(text) = &opts.conf {
+        let conf = dir.join("redis.conf");
+        std::fs::write(&conf, text).expect("write the redis config file");
+        cmd.arg(&conf);
+    }
     match tls {
         None => cmd.args(["--port", &port.to_string()]),
         Some(tls) => cmd
@@ -540,13 +646,14 @@ fn launch(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, String
             .args(["--tls-auth-clients", "no"]),
     };
     let mut child = cmd
-        .args(["--bind", "127.0.0.1"])
+        .args(["--bind", opts.host.as_str()])
         .args(["--save", ""])
         .args(["--appendonly", "no"])
         .args(["--daemonize", "no"])
         .args(["--loglevel", "warning"])
         .arg("--dir")
         .arg(dir)
+        .args(&opts.args)
         .stdout(Stdio::from(log.try_clone().expect("dup log")))
         .stderr(Stdio::from(log))
         .spawn()
@@ -559,7 +666,7 @@ fn launch(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, String
                 std::fs::read_to_string(&log_path).unwrap_or_default()
             ));
         }
-        if ping(port, tls) {
+        if ping(&opts.host, port, tls) {
             return Ok(child);
         }
         if Instant::now() > deadline {
@@ -571,9 +678,9 @@ fn launch(port: u16, dir: &Path, tls: Option<&TlsFiles>) -> Result<Child, String
     }
 }
 
-fn ping(port: u16, tls: Option<&TlsFiles>) -> bool {
+fn ping(host: &str, port: u16, tls: Option<&TlsFiles>) -> bool {
     let scheme = if tls.is_some() { "rediss" } else { "redis" };
-    client(&format!("{scheme}://127.0.0.1:{port}/"), tls)
+    client(&format!("{scheme}://{host}:{port}/"), tls)
         .get_connection_with_timeout(Duration::from_millis(500))
         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
         .is_ok()
@@ -581,9 +688,12 @@ fn ping(port: u16, tls: Option<&TlsFiles>) -> bool {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        self.resume();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // Not after kill9: its pid may belong to someone else by now.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.resume();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -658,6 +768,32 @@ pub fn runq_env(redis_url: &str, args: &[&str], env: &[(&str, &str)]) -> Output 
     Output::from(out)
 }
 
+/// Runs `prefix... runq ARGS` (e.g. inside a network namespace: `ip netns exec <ns>`)
+/// against `redis_url` with extra environment variables.
+pub fn runq_prefixed(
+    prefix: &[String],
+    redis_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Output {
+    let mut cmd = match prefix.split_first() {
+        None => Command::new(bin("runq")),
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(bin("runq"));
+            c
+        }
+    };
+    let out = clean_env(&mut cmd)
+        .args(args)
+        .env("REDIS_URL", redis_url)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run runq");
+    Output::from(out)
+}
+
 /// Runs `runq ARGS` against the test Redis.
 pub fn runq(redis: &RedisServer, args: &[&str]) -> Output {
     runq_at(&redis.url(), args)
@@ -693,6 +829,7 @@ pub struct WorkerCmd<'a> {
     args: Vec<String>,
     config: String,
     env: Vec<(String, String)>,
+    prefix: Vec<String>,
 }
 
 impl<'a> WorkerCmd<'a> {
@@ -702,7 +839,15 @@ impl<'a> WorkerCmd<'a> {
             args: Vec::new(),
             config: String::new(),
             env: Vec::new(),
+            prefix: Vec::new(),
         }
+    }
+
+    /// Runs the worker behind a command prefix, e.g. `["ip", "netns", "exec", "ns1"]`
+    /// (the prefix must exec the worker, so its pid is the worker's).
+    pub fn prefix(mut self, prefix: &[String]) -> Self {
+        self.prefix = prefix.to_vec();
+        self
     }
 
     /// An extra environment variable for the worker.
@@ -728,7 +873,15 @@ impl<'a> WorkerCmd<'a> {
         std::fs::write(&config, &self.config).expect("write worker config");
         let stdout = dir.path().join("stdout.log");
         let stderr = dir.path().join("stderr.log");
-        let child = clean_env(&mut Command::new(bin("runq-worker")))
+        let mut cmd = match self.prefix.split_first() {
+            None => Command::new(bin("runq-worker")),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin("runq-worker"));
+                c
+            }
+        };
+        let child = clean_env(&mut cmd)
             .arg("--config")
             .arg(&config)
             .args(&self.args)
