@@ -840,7 +840,6 @@ fn workers_are_listed_on_the_new_master_after_a_failover() {
 /// the job's completion re-creates the key with `state`, and the next heartbeat must
 /// still register the slot again.
 #[test]
-#[ignore = "BUG: a worker key re-created by cycle.lua (HSET state idle) after it expired is kept alive by the heartbeat but never registered again (missing from rq:workers, no birth/queues)"]
 fn a_worker_key_recreated_by_a_completion_is_registered_again() {
     let redis = RedisServer::start();
     let w = WorkerCmd::new(&redis)

@@ -859,13 +859,11 @@ fn retransmitting(net: &Net, i: usize, redis: &RedisServer) -> Vec<(String, u32)
 /// A host cut off long enough for TCP's retransmission backoff to grow (about 13 s), then
 /// healed while its slot is busy; it claims a new job as soon as that slot is free. The
 /// job's lease must be renewed by its heartbeat like any other, so it finishes there,
-/// once. (What happens instead: the heartbeat request that was in flight at the cut
-/// waits on the old connection for TCP's next retransmission — no response timeout; the
-/// watchdog's reconnect only serves new callers — while the fetcher claims on a fresh
-/// connection; the new job's lease runs out, host 2's maintenance requeues it and host 2
-/// runs it while host 1 still does.)
+/// once. (This failed while the heartbeat request in flight at the cut waited on the dead
+/// connection for TCP's next retransmission: the fetcher claimed on a fresh connection,
+/// the new job's lease ran out and host 2 ran it too. A heartbeat now waits at most one
+/// period for its answer, then beats again on a new connection.)
 #[test]
-#[ignore = "BUG: after a healed partition the heartbeat stays stuck on the old connection (no response timeout) while the fetcher claims on a new one: the new job's lease expires and another host runs it concurrently"]
 fn after_a_healed_partition_new_jobs_keep_their_lease() {
     let Some(net) = Net::or_skip("healed partition", 2) else {
         return;

@@ -909,7 +909,6 @@ fn returned_retry_with_intervals_is_rescheduled_then_max_retries_exceeded() {
 }
 
 #[test]
-#[ignore = "BUG: runq writes `exc_string` = '' into the MAX_RETRIES_EXCEEDED result entry (complete.lua retry_value); rq 3.0 writes no exc_string there (Result.create_max_retries_exceeded passes none), so rq reads latest_result().exc_string as b'' (bytes) instead of None"]
 fn max_retries_exceeded_result_has_no_failure_text_as_in_rq() {
     let redis = RedisServer::start();
     let dir = module_dir();
@@ -1042,7 +1041,6 @@ fn ready_registry_left_by_a_crashed_rq_worker_is_enqueued_by_maintenance() {
 // 5. Dependents of a stopped parent
 
 #[test]
-#[ignore = "BUG: a dependent with allow_failure=True of a STOPPED parent is released and run by runq (prelude.lua dependency_met accepts 'stopped'); rq 3.0 never releases dependents of a stopped or canceled parent (job.py dependencies_are_met), so they stay deferred (rq 1.16 does release them)"]
 fn dependents_of_a_stopped_parent_stay_deferred_as_in_rq() {
     let redis = RedisServer::start();
     python(

@@ -50,6 +50,9 @@ pub enum Error {
     Encode(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// Redis did not answer in time (a dead connection waits for TCP otherwise).
+    #[error("redis did not answer {what} within {secs} s")]
+    NoAnswer { what: &'static str, secs: u64 },
 }
 
 impl From<deadpool_redis::PoolError> for Error {

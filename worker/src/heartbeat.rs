@@ -1,9 +1,9 @@
 //! Batched heartbeats: one script call ([`runq_common::scripts::heartbeat`]) per interval
 //! keeps every slot's worker key and every running job's started-registry deadline alive
 //! (Redis's clock + 3 × heartbeat), and writes the job counters each slot gathered since
-//! the last beat (the last beat, at exit, writes the rest). A beat that failed or took
-//! long is followed by
-//! another at once (a stall must not eat the lease). Executions whose registry entry
+//! the last beat (the last beat, at exit, writes the rest). A beat that failed, took
+//! long or got no answer within one period (the connection is then dropped) is followed
+//! by another at once (a stall must not eat the lease). Executions whose registry entry
 //! vanished are cancelled (someone else now owns the job); slots whose worker key vanished
 //! are registered again.
 
@@ -91,7 +91,11 @@ impl Heartbeat {
                 working_secs: c.working_secs,
             })
             .collect();
-        let sent = async {
+        // A beat waits at most one period for its answer: on a connection that died
+        // silently (a network partition) the request would otherwise wait for TCP to give
+        // up, minutes after the lease ran out, while other requests use a new connection.
+        let period_secs = self.config.worker.heartbeat_secs;
+        let sent = tokio::time::timeout(Duration::from_secs(period_secs), async {
             let mut conn = self.redis.get().await?;
             let reply = heartbeat::beat(
                 &mut conn,
@@ -104,8 +108,12 @@ impl Heartbeat {
             )
             .await?;
             Ok::<_, runq_common::Error>((conn, reply))
-        }
-        .await;
+        })
+        .await
+        .unwrap_or(Err(runq_common::Error::NoAnswer {
+            what: "the heartbeat",
+            secs: period_secs,
+        }));
         let (mut conn, reply) = match sent {
             Ok(r) => r,
             Err(e) => {

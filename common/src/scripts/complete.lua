@@ -81,8 +81,7 @@ local function retry_value(id, origin, w, payload, exec_fields, x, rl_key, now, 
   if payload ~= '' then rv[#rv + 1] = 'return_value'; rv[#rv + 1] = payload end
   for _, v in ipairs(exec_fields) do rv[#rv + 1] = v end
   if done > 0 and done >= max then
-    rv[#rv + 1] = 'exc_string'
-    rv[#rv + 1] = ''
+    -- RQ 3.0's Result.create_max_retries_exceeded: no exc_string field.
     fail_job(id, origin, 'failed', now_text, now, default_ft, rv, '5')
     rl_settle(rl_key, id, 'failed', now, now_text)
     return 'failed'

@@ -4,8 +4,8 @@
 --       nw, (worker_name, finished, failed, working_secs)*nw, nj, (id, exec_id, origin)*nj
 -- The counters are what each slot did since its last beat (RQ's successful_job_count,
 -- failed_job_count, total_working_time), so completions need not write them per job.
--- Returns {missing_workers, lost_executions}: worker keys that no longer exist (to
--- register again) and executions whose started-registry entry is gone (to cancel:
+-- Returns {missing_workers, lost_executions}: worker keys that no longer exist or are
+-- stubs (to register again) and executions whose started-registry entry is gone (to cancel:
 -- someone else now owns the job).
 local now_text, now_epoch, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = server_now()
@@ -18,7 +18,11 @@ for i = 1, nw do
   local w = ARGV[at + 1]
   local finished, failed, working = ARGV[at + 2], ARGV[at + 3], ARGV[at + 4]
   local wk = K.worker(w)
-  if redis.call('EXISTS', wk) == 1 then
+  -- A registered slot has a whole worker hash (`birth` is written only by registration)
+  -- and is listed in rq:workers. A hash that a state or counter write re-created after
+  -- the key expired is a stub RQ's readers cannot show: registered again, like a
+  -- missing one.
+  if redis.call('HEXISTS', wk, 'birth') == 1 and redis.call('SISMEMBER', K.workers(), wk) == 1 then
     redis.call('HSET', wk, 'last_heartbeat', now_text)
     redis.call('EXPIRE', wk, lease)
     redis.call('EXPIRE', K.worker_executions(w), lease + 60)

@@ -226,7 +226,8 @@ end
 local function dependency_met(ps, allow_failures)
   if not ps then return true end
   if ps == 'finished' then return true end
-  if allow_failures and (ps == 'failed' or ps == 'stopped') then return true end
+  -- RQ 3.0 (Job.dependencies_are_met): a stopped or canceled parent is never met.
+  if allow_failures and ps == 'failed' then return true end
   return false
 end
 

@@ -356,7 +356,16 @@ impl Fetcher {
             again,
         };
         let mut conn = self.redis.get().await?;
-        let reply = cycle::cycle(&mut conn, &self.keys, &request).await?;
+        // No answer within a lease: the connection died silently (a partition). The
+        // round is repeated on a new connection (`again`), which hands back what a lost
+        // reply claimed.
+        let lease = Duration::from_secs(request.lease_secs);
+        let reply = tokio::time::timeout(lease, cycle::cycle(&mut conn, &self.keys, &request))
+            .await
+            .map_err(|_| runq_common::Error::NoAnswer {
+                what: "the fetch cycle",
+                secs: request.lease_secs,
+            })??;
         if self.config.redis.wait_replicas > 0 && (!ended.is_empty() || !slot_args.is_empty()) {
             // Asynchronous replication can lose the last writes at a failover: wait until
             // the replicas have these state changes before anyone acts on them.
