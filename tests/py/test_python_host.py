@@ -461,6 +461,8 @@ class SharedHostTests(HostTestCase):
     @unittest.skipIf(RQ_MAJOR < 3, 'rq < 3 stores a returned Retry as an ordinary result')
     def test_retry_return(self):
         done = self.run_job(self.queue.enqueue('hosttasks.retry'))
+        # The serialized Retry travels along: it is the RETRIED result's return_value.
+        self.assertTrue(done.pop('return_value'), done)
         self.assertEqual(done, {'op': 'done', 'job_id': done['job_id'], 'outcome': 'retry',
                                 'max': 3, 'intervals': [10, 30], 'at_front': False})
 

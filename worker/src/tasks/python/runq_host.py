@@ -28,7 +28,7 @@ import importlib
 import inspect
 import json
 import os
-import random  # noqa: F401 -- its at-fork hook reseeds `random` in every child, as rq does
+import random
 import selectors
 from selectors import EVENT_READ
 import signal
@@ -433,9 +433,9 @@ def default_driver_info(redis):
 # Child side: process set-up, the job run, the callback run
 
 
-def setup_child(host, child):
-    """First thing in a forked child, before it has a job: the host's fds, own group,
-    death signal, signals, output pipes."""
+def setup_child(host, w_res, w_out, w_err, env, job_id, worker_name):
+    """First thing in a forked child: the host's fds, own group, death signal, signals,
+    output pipes, random, env."""
     for fd in host.fds_for_child_to_close():
         try:
             os.close(fd)
@@ -455,38 +455,18 @@ def setup_child(host, child):
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     # SIGPIPE stays ignored, as Python (and so rq's work horse) sets it.
-    os.dup2(child.w_out, 1)
-    os.dup2(child.w_err, 2)
-    os.close(child.w_out)
-    os.close(child.w_err)
+    os.dup2(w_out, 1)
+    os.dup2(w_err, 2)
+    os.close(w_out)
+    os.close(w_err)
     try:
         sys.stdout.reconfigure(line_buffering=True)
     except Exception:
         pass
-
-
-def read_job(fd):
-    """The job frame's body from the host (blocking), or None when the host closed the
-    control socket without handing a job (it is shutting down, or the spare is retired)."""
-    reader = FrameReader()
-    while True:
-        body = reader.next_body()
-        if body is not None:
-            return body
-        data = os.read(fd, READ_CHUNK)
-        if not data:
-            return None
-        reader.feed(data)
-
-
-def setup_job_env(frame):
-    """os.environ as rq's fork_work_horse sets it, then the frame's `env` (which wins).
-    (`random` needs no reseeding here: its own at-fork hook reseeded it in this child.)"""
-    worker_name = frame.get('worker_name')
+    random.seed()
     if worker_name:  # (callback frames carry none)
         os.environ['RQ_WORKER_ID'] = str(worker_name)
-    os.environ['RQ_JOB_ID'] = str(frame['job_id'])
-    env = frame.get('env')
+    os.environ['RQ_JOB_ID'] = str(job_id)
     if env:
         for k, v in env.items():
             os.environ[str(k)] = '' if v is None else str(v)
@@ -658,42 +638,28 @@ def encode_result(result):
     return frame_of(text)
 
 
-def child_main(host, child):
-    """Body of a forked child: set itself up, wait for its one job (or callback) on the
-    control socket, run it, write the result frame back. Never returns: every path ends
-    in os._exit."""
+def child_main(host, frame, w_res, w_out, w_err):
+    """Body of a forked child. Never returns: every path ends in os._exit."""
     code = 1
-    api = host.cfg.rq
     try:
-        result = None
         try:
-            setup_child(host, child)
-        except:  # noqa: E722 -- reported as the job's failure once the job is here
-            result = failed_result(api, sys.exc_info())
-        body = read_job(child.ctl_fd)
-        if body is None:
-            code = 0
-            return
-        if result is None:
-            try:
-                frame = json.loads(body)
-                setup_job_env(frame)
-                if frame['op'] == 'run':
-                    result = run_job(host.cfg, frame)
-                else:
-                    result = run_callback(host.cfg, frame)
-            except:  # noqa: E722 -- set-up or restore failed: report it as the job's failure
-                result = failed_result(api, sys.exc_info())
+            setup_child(host, w_res, w_out, w_err, frame.get('env'), frame['job_id'], frame.get('worker_name'))
+            if frame['op'] == 'run':
+                result = run_job(host.cfg, frame)
+            else:
+                result = run_callback(host.cfg, frame)
+        except:  # noqa: E722 -- set-up or restore failed: report it as the job's failure
+            result = failed_result(host.cfg.rq, sys.exc_info())
         try:
             data = encode_result(result)
         except Exception:
-            data = encode_result(failed_result(api, sys.exc_info()))
+            data = encode_result(failed_result(host.cfg.rq, sys.exc_info()))
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
             except Exception:
                 pass
-        write_all(child.ctl_fd, data)
+        write_all(w_res, data)
         code = 0
     except BaseException:
         code = 1
