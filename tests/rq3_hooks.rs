@@ -580,9 +580,6 @@ fn webhooks_carry_rqs_payload_method_and_headers_after_the_final_state_is_saved(
 }
 
 #[test]
-#[ignore = "BUG: runq's webhook payload ended_at is the time the webhook was queued \
-            (worker/src/followups.rs passes timefmt::now() to webhooks::deliveries), not the \
-            job's saved ended_at as rq's Webhook.get_payload sends (job.ended_at)"]
 fn webhook_ended_at_is_the_jobs_saved_ended_at() {
     let redis = RedisServer::start();
     let hooks = HookServer::start(&redis);
@@ -729,11 +726,6 @@ fn a_burst_worker_sends_the_webhooks_of_its_last_jobs_before_it_exits() {
 }
 
 #[test]
-#[ignore = "BUG: a worker that exits (burst done, or SIGTERM) drops the webhooks still \
-            waiting in the sender's queue, uncounted and unlogged: WebhookSender::run \
-            (worker/src/webhooks.rs) selects between rx.recv() and shutdown.exiting() and \
-            breaks on exit, giving only the 16 in-flight sends 5 s; rq sends every webhook \
-            before it takes the next job or exits"]
 fn a_burst_worker_delivers_every_webhook_to_a_slow_endpoint_before_it_exits() {
     let redis = RedisServer::start();
     // 100 ms per request, one at a time: 40 webhooks take about 4 s to deliver.

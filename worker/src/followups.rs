@@ -20,8 +20,15 @@ pub struct Followups {
 }
 
 impl Followups {
-    /// After a slot recorded `completion` as `recorded`.
-    pub fn after_completion(&self, job: &Job, completion: &Completion, recorded: Recorded) {
+    /// After a slot recorded `completion` as `recorded` at `ended_at` (the time the
+    /// completion wrote into the job: RQ's payload carries the saved `ended_at`).
+    pub fn after_completion(
+        &self,
+        job: &Job,
+        completion: &Completion,
+        recorded: Recorded,
+        ended_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) {
         let (event, exc) = match (recorded, completion) {
             (
                 Recorded::Finished
@@ -37,7 +44,7 @@ impl Followups {
             _ => return,
         };
         let func = job.func().unwrap_or("");
-        let sends = webhooks::deliveries(&job.hash, func, event, exc, runq_common::timefmt::now());
+        let sends = webhooks::deliveries(&job.hash, func, event, exc, ended_at);
         self.webhooks.send(sends);
     }
 
@@ -93,13 +100,8 @@ impl Followups {
                 tracing::warn!(job = %hash.id, error = %runq_common::echo::clip(&e.to_string(), 500), "the abandoned job's failure callback failed");
             }
         }
-        let sends = webhooks::deliveries(
-            hash,
-            func,
-            Event::Failed,
-            Some(exc),
-            runq_common::timefmt::now(),
-        );
+        // RQ's cleanup fails an abandoned job without an `ended_at`: the payload has null.
+        let sends = webhooks::deliveries(hash, func, Event::Failed, Some(exc), None);
         self.webhooks.send(sends);
     }
 }

@@ -54,7 +54,7 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
         };
         if let Some((job, completion)) = finished {
             ctx.slots.clear(slot);
-            after(&ctx, &job, &completion, reply.recorded);
+            after(&ctx, &job, &completion, reply.recorded, reply.recorded_at);
         }
         let Claimed { job, permit } = match reply.next {
             Next::Job(c) => c,
@@ -92,7 +92,13 @@ pub async fn run_slot(slot: usize, ctx: Arc<ProcessorContext>, fetch: FetchHandl
 
 /// Counters, metrics, the log line and the follow-ups of a job whose completion was
 /// recorded (or given up on: `recorded` None).
-fn after(ctx: &ProcessorContext, job: &Job, completion: &Completion, recorded: Option<Recorded>) {
+fn after(
+    ctx: &ProcessorContext,
+    job: &Job,
+    completion: &Completion,
+    recorded: Option<Recorded>,
+    recorded_at: Option<chrono::DateTime<chrono::Utc>>,
+) {
     let secs = (runq_common::timefmt::now() - job.started.at).num_milliseconds() as f64 / 1000.0;
     ctx.metrics.job_done(job, recorded, secs);
     let Some(done) = recorded else { return };
@@ -105,7 +111,8 @@ fn after(ctx: &ProcessorContext, job: &Job, completion: &Completion, recorded: O
         ctx.slots.count(job.slot, finished, secs);
     }
     log_outcome(job, completion, done, secs);
-    ctx.followups.after_completion(job, completion, done);
+    ctx.followups
+        .after_completion(job, completion, done, recorded_at);
 }
 
 fn log_outcome(job: &Job, completion: &Completion, done: Recorded, secs: f64) {

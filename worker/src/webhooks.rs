@@ -22,6 +22,9 @@ use tokio::sync::{mpsc, Semaphore};
 const MAX_FIELD_BYTES: usize = 64 * 1024;
 /// At most this many webhooks per job.
 const MAX_HOOKS: usize = 20;
+/// How long an exiting worker keeps sending the webhooks still queued.
+const DRAIN: Duration = Duration::from_secs(15);
+
 /// Longest per-webhook timeout honoured, in seconds.
 const MAX_TIMEOUT_SECS: u64 = 300;
 /// Deliveries waiting to be sent; beyond this they are dropped (and counted).
@@ -163,7 +166,7 @@ pub fn deliveries(
     func_name: &str,
     event: Event,
     exc_info: Option<&str>,
-    ended: DateTime<Utc>,
+    ended: Option<DateTime<Utc>>,
 ) -> Vec<Delivery> {
     let hooks = match hooks_of(hash) {
         Ok(h) => h,
@@ -181,7 +184,7 @@ pub fn deliveries(
             .ok()
             .flatten()
             .map(|t| isoformat(&t)),
-        ended_at: Some(isoformat(&ended)),
+        ended_at: ended.as_ref().map(isoformat),
         exc_info: match event {
             Event::Failed => Some(exc_info.unwrap_or("")),
             Event::Finished => None,
@@ -253,22 +256,44 @@ impl Service for WebhookSender {
             let Ok(permit) = slots.clone().acquire_owned().await else {
                 break;
             };
-            let metrics = self.metrics.clone();
-            tokio::task::spawn_blocking(move || {
-                let outcome = match send(&delivery) {
-                    Ok(()) => "sent",
-                    Err(e) => {
-                        tracing::warn!(job = %delivery.job_id, url = %clip(&delivery.hook.url, 200), error = %clip(&e, 300), "failed to send webhook");
-                        "failed"
-                    }
-                };
-                metrics.webhook(outcome);
-                drop(permit);
-            });
+            self.spawn_send(delivery, permit);
         }
-        // Whatever is in flight gets a moment to finish; the rest is dropped.
-        let _ = tokio::time::timeout(Duration::from_secs(5), slots.acquire_many(IN_FLIGHT as u32))
-            .await;
+        // Exiting (every slot has stopped, so nothing more is queued): what is queued is
+        // still sent, as RQ sends every webhook before it exits, for up to DRAIN; what
+        // cannot be sent by then is logged and counted as dropped.
+        let deadline = tokio::time::Instant::now() + DRAIN;
+        let mut dropped = 0u64;
+        while let Ok(delivery) = self.rx.try_recv() {
+            match tokio::time::timeout_at(deadline, slots.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => self.spawn_send(delivery, permit),
+                _ => {
+                    dropped += 1;
+                    self.metrics.webhook("dropped");
+                }
+            }
+        }
+        let _ = tokio::time::timeout_at(deadline, slots.acquire_many(IN_FLIGHT as u32)).await;
+        if dropped > 0 {
+            tracing::warn!(dropped, "webhooks not sent: the worker exited before their turn ({DRAIN:?} after the last job)");
+        }
+    }
+}
+
+impl WebhookSender {
+    /// Sends one delivery on the blocking pool, holding `permit` (one of IN_FLIGHT).
+    fn spawn_send(&self, delivery: Delivery, permit: tokio::sync::OwnedSemaphorePermit) {
+        let metrics = self.metrics.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = match send(&delivery) {
+                Ok(()) => "sent",
+                Err(e) => {
+                    tracing::warn!(job = %delivery.job_id, url = %clip(&delivery.hook.url, 200), error = %clip(&e, 300), "failed to send webhook");
+                    "failed"
+                }
+            };
+            metrics.webhook(outcome);
+            drop(permit);
+        });
     }
 }
 
@@ -333,16 +358,18 @@ mod tests {
             r#"[{"url": "http://h/f", "job_status": "finished"}, {"url": "ftp://h", "job_status": "finished"}]"#,
         );
         assert!(hooks_of(&bad).is_err());
-        assert!(deliveries(&bad, "f", Event::Finished, None, Utc::now()).is_empty());
+        assert!(deliveries(&bad, "f", Event::Finished, None, Some(Utc::now())).is_empty());
     }
 
     #[test]
     fn payload_is_rqs() {
         let h =
             hash(r#"[{"url": "http://127.0.0.1:1/f", "job_status": "failed", "method": "POST"}]"#);
-        let ended = DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
-            .unwrap()
-            .with_timezone(&Utc);
+        let ended = Some(
+            DateTime::parse_from_rfc3339("2026-01-02T03:04:05Z")
+                .unwrap()
+                .with_timezone(&Utc),
+        );
         let d = deliveries(&h, "tasks.ok", Event::Failed, Some("boom é"), ended);
         assert_eq!(d.len(), 1);
         assert_eq!(
@@ -350,5 +377,10 @@ mod tests {
             r#"{"job_id": "wh_ok", "func_name": "tasks.ok", "status": "failed", "enqueued_at": "2026-12-01T23:31:50.479885+00:00", "ended_at": "2026-01-02T03:04:05+00:00", "exc_info": "boom \u00e9"}"#
         );
         assert!(deliveries(&h, "tasks.ok", Event::Finished, None, ended).is_empty());
+        // An abandoned job has no ended_at: RQ sends null.
+        let d = deliveries(&h, "tasks.ok", Event::Failed, Some(""), None);
+        assert!(String::from_utf8(d[0].body.clone())
+            .unwrap()
+            .contains(r#""ended_at": null"#));
     }
 }

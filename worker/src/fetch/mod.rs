@@ -66,6 +66,8 @@ pub struct Reply {
     /// none, or when recording was given up (cold shutdown, Redis gone: the job stays in
     /// the started registry for recovery).
     pub recorded: Option<Recorded>,
+    /// The time the cycle stamped the job's end with (`ended_at`), when recorded.
+    pub recorded_at: Option<chrono::DateTime<chrono::Utc>>,
     pub next: Next,
 }
 
@@ -205,6 +207,7 @@ impl Fetcher {
                 for r in pending.extract_if(.., |r| r.done.is_none()) {
                     let _ = r.reply.send(Reply {
                         recorded: None,
+                        recorded_at: None,
                         next: Next::Stop,
                     });
                 }
@@ -250,6 +253,7 @@ impl Fetcher {
                         for r in pending.drain(..) {
                             let _ = r.reply.send(Reply {
                                 recorded: None,
+                                recorded_at: None,
                                 next: Next::Stop,
                             });
                         }
@@ -438,6 +442,7 @@ impl Fetcher {
                 }
             };
             if let Err(lost) = r.reply.send(Reply {
+                recorded_at: rec.map(|_| now.at),
                 recorded: rec,
                 next,
             }) {
