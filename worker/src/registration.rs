@@ -67,6 +67,20 @@ pub async fn taken_names<C: ConnectionLike + Send>(
         .collect())
 }
 
+/// One transaction with `write(pipe, name, worker key)` for each named slot.
+fn per_slot(
+    keys: &Keys,
+    names: &[String],
+    mut write: impl FnMut(&mut redis::Pipeline, &str, &str),
+) -> redis::Pipeline {
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    for n in names {
+        write(&mut pipe, n, &keys.worker(n));
+    }
+    pipe
+}
+
 /// Registers the named slots in one transaction.
 pub async fn register<C: ConnectionLike + Send>(
     conn: &mut C,
@@ -76,13 +90,10 @@ pub async fn register<C: ConnectionLike + Send>(
     ttl: u64,
 ) -> redis::RedisResult<()> {
     let now = Stamp::now();
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for n in names {
-        let wk = keys.worker(n);
-        pipe.del(&wk).ignore();
+    let pipe = per_slot(keys, names, |pipe, _, wk| {
+        pipe.del(wk).ignore();
         pipe.hset_multiple(
-            &wk,
+            wk,
             &[
                 ("birth", now.text.as_str()),
                 ("last_heartbeat", now.text.as_str()),
@@ -99,12 +110,12 @@ pub async fn register<C: ConnectionLike + Send>(
             ],
         )
         .ignore();
-        pipe.sadd(keys.workers(), &wk).ignore();
+        pipe.sadd(keys.workers(), wk).ignore();
         for q in &id.queues {
-            pipe.sadd(keys.queue_workers(q), &wk).ignore();
+            pipe.sadd(keys.queue_workers(q), wk).ignore();
         }
-        pipe.expire(&wk, ttl as i64).ignore();
-    }
+        pipe.expire(wk, ttl as i64).ignore();
+    });
     pipe.query_async(conn).await
 }
 
@@ -145,17 +156,14 @@ pub async fn deregister<C: ConnectionLike + Send>(
     queues: &[String],
 ) -> redis::RedisResult<()> {
     let now = Stamp::now();
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    for n in names {
-        let wk = keys.worker(n);
-        pipe.srem(keys.workers(), &wk).ignore();
+    let pipe = per_slot(keys, names, |pipe, n, wk| {
+        pipe.srem(keys.workers(), wk).ignore();
         for q in queues {
-            pipe.srem(keys.queue_workers(q), &wk).ignore();
+            pipe.srem(keys.queue_workers(q), wk).ignore();
         }
-        pipe.hset(&wk, "death", &now.text).ignore();
-        pipe.expire(&wk, 60).ignore();
+        pipe.hset(wk, "death", &now.text).ignore();
+        pipe.expire(wk, 60).ignore();
         pipe.del(keys.worker_executions(n)).ignore();
-    }
+    });
     pipe.query_async(conn).await
 }

@@ -70,15 +70,7 @@ pub async fn try_lead<C: ConnectionLike + Send>(
     token: &str,
     ttl_secs: u64,
 ) -> redis::RedisResult<bool> {
-    let won: Option<String> = redis::cmd("SET")
-        .arg(keys.cron_lock())
-        .arg(token)
-        .arg("NX")
-        .arg("EX")
-        .arg(ttl_secs)
-        .query_async(conn)
-        .await?;
-    Ok(won.is_some())
+    super::take_owner_lock(conn, keys.cron_lock(), token, ttl_secs).await
 }
 
 /// Renews the leader lock (or releases it, `ttl_secs = 0`) if `token` still holds it.

@@ -47,6 +47,25 @@ macro_rules! script {
 }
 use script;
 
+/// Takes an owner-token lock: `key` set to `token` for `ttl_secs` when nobody holds it
+/// (`SET NX EX`). Whether this call took it.
+async fn take_owner_lock<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    key: String,
+    token: &str,
+    ttl_secs: u64,
+) -> redis::RedisResult<bool> {
+    let won: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg(token)
+        .arg("NX")
+        .arg("EX")
+        .arg(ttl_secs)
+        .query_async(conn)
+        .await?;
+    Ok(won.is_some())
+}
+
 /// A reply that does not have the shape the script documents.
 fn unexpected(script: &str, detail: impl std::fmt::Display) -> redis::RedisError {
     redis::RedisError::from((

@@ -196,30 +196,25 @@ local function rl_settle(k, id, status, now, now_text)
   end
 end
 
--- Back to the front of its queue after an interruption (cold shutdown, or an abandoned
--- job under policy `requeue`): a rate-limited job gives its slot back and waits first in
--- line, so it is not run above its limit.
-local function requeue_front(id, origin, now, now_text)
-  local k, c = rate_limit_of(id)
-  if k then
-    redis.call('ZREM', K.rl_allowed(k), id)
-    redis.call('SADD', K.queues(), K.queue(origin))
-    rl_admit(id, k, c, now, now_text, true, true)
-  else
-    push_queued(id, origin, now_text, true)
-  end
-end
-
 -- Puts a waiting job (due, ready, requeued) onto its queue: through its limiter when it
--- has a rate limit, straight onto the queue otherwise.
-local function enqueue_job(id, origin, now, now_text, at_front)
+-- has a rate limit, straight onto the queue otherwise. `interrupted` is for a job put
+-- back after an interruption (cold shutdown, or an abandoned job under policy
+-- `requeue`): a rate-limited one gives its slot back and waits first in line, so it is
+-- not run above its limit.
+local function enqueue_job(id, origin, now, now_text, at_front, interrupted)
   local k, c = rate_limit_of(id)
   if k then
+    if interrupted then redis.call('ZREM', K.rl_allowed(k), id) end
     redis.call('SADD', K.queues(), K.queue(origin))
-    rl_admit(id, k, c, now, now_text, at_front, false)
+    rl_admit(id, k, c, now, now_text, at_front, interrupted or false)
   else
     push_queued(id, origin, now_text, at_front)
   end
+end
+
+-- Back to the front of its queue after an interruption (see enqueue_job).
+local function requeue_front(id, origin, now, now_text)
+  enqueue_job(id, origin, now, now_text, true, true)
 end
 
 -- Is a parent with status `ps` a met dependency? A parent that no longer exists is met (RQ).

@@ -16,15 +16,7 @@ pub async fn try_lock<C: ConnectionLike + Send>(
     token: &str,
     ttl_secs: u64,
 ) -> redis::RedisResult<bool> {
-    let won: Option<String> = redis::cmd("SET")
-        .arg(keys.scheduler_lock(queue))
-        .arg(token)
-        .arg("NX")
-        .arg("EX")
-        .arg(ttl_secs)
-        .query_async(conn)
-        .await?;
-    Ok(won.is_some())
+    super::take_owner_lock(conn, keys.scheduler_lock(queue), token, ttl_secs).await
 }
 
 /// What one tick did.
