@@ -68,21 +68,13 @@ fn wait_ended(redis: &RedisServer, id: &str) -> String {
     })
 }
 
-/// The failure text `runq job --json` reports (empty when none).
-fn failure_text(redis: &RedisServer, id: &str) -> String {
-    job_json(redis, id)["exc_string"]
-        .as_str()
-        .unwrap_or("")
-        .to_string()
-}
-
 fn assert_finished(redis: &RedisServer, id: &str, what: &str) {
     let status = wait_ended(redis, id);
     assert_eq!(
         status,
         "finished",
         "{what} (job {id}) failed: {}",
-        failure_text(redis, id)
+        failure_hint(redis, id)
     );
 }
 

@@ -46,13 +46,6 @@ fn flag(redis: &RedisServer, runid: &str, rel: &str) -> Option<String> {
         .expect("HGET flag")
 }
 
-/// The job's failure text (latest results entry).
-fn failure_text(redis: &RedisServer, id: &str) -> String {
-    let results = redis.results(id);
-    let last = results.last().expect("the job has a result");
-    RedisServer::exc_text(last)
-}
-
 fn document(runs: &Path, runid: &str, rel: &str) -> Option<Value> {
     let text = std::fs::read_to_string(runs.join(runid).join(rel)).ok()?;
     Some(serde_json::from_str(&text).expect("documents are JSON"))
@@ -108,7 +101,7 @@ fn wait_finished(redis: &RedisServer, ids: &[String]) {
             redis.status(id).as_deref(),
             Some("finished"),
             "job {id} failed: {}",
-            failure_text(redis, id)
+            failure_hint(redis, id)
         );
     }
 }

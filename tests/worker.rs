@@ -5,17 +5,6 @@ use runq_tests::*;
 use serde_json::json;
 use std::time::Duration;
 
-/// The failure text of a job's newest result entry, via `runq job --json`.
-fn failure_text(redis: &RedisServer, id: &str) -> String {
-    let v = job_json(redis, id);
-    assert_eq!(v["status"], "failed", "job {id}: {v}");
-    assert_eq!(v["result_type"], "FAILED", "job {id}: {v}");
-    v["exc_string"]
-        .as_str()
-        .unwrap_or_else(|| panic!("job {id} has no exc_string: {v}"))
-        .to_string()
-}
-
 fn is_exec_id(s: &str) -> bool {
     s.len() == 32 && s.chars().all(|c| c.is_ascii_hexdigit())
 }
