@@ -1,16 +1,53 @@
 //! Redis access: where connections to each logical database come from (a fixed URL built
 //! WEPPcloud style — the base URL with its DB path segment replaced — through a
-//! deadpool-redis pool, or the master Redis Sentinel names now), the process-wide
-//! [`SharedConnection`], and dedicated connections for blocking commands and pub/sub,
-//! over TCP or TLS (`rediss://`).
+//! deadpool-redis pool, or the master Redis Sentinel names, [`crate::sentinel`]), the
+//! process-wide [`SharedConnection`], and dedicated connections for blocking commands and
+//! pub/sub, over TCP or TLS (`rediss://`).
+//!
+//! With Sentinel, the process's **master generation** ([`master_generation`]) counts the
+//! switches to another master: a [`SharedConnection`] made under an older generation is
+//! replaced at its next use, and holders of dedicated or pub/sub connections watch
+//! [`master_moved`] to reconnect.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::sentinel;
+use crate::sentinel::{self, Sentinels};
 use crate::tls;
 use deadpool_redis::{Manager, Pool, Runtime};
 use redis::{self, aio::MultiplexedConnection, AsyncConnectionConfig, Client};
+use std::sync::LazyLock;
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// The process's master generation (moved on by [`next_master_generation`]).
+static GENERATION: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::Sender::new(0));
+
+/// How many times this process has switched to another master (Sentinel failovers).
+pub fn master_generation() -> u64 {
+    *GENERATION.borrow()
+}
+
+/// Returns once the process has switched to another master since generation `since`.
+pub async fn master_moved(since: u64) {
+    let mut rx = GENERATION.subscribe();
+    // The sender is a static: it is never dropped.
+    let _ = rx.wait_for(|g| *g != since).await;
+}
+
+/// The process now uses another master: every connection made before is stale.
+pub(crate) fn next_master_generation() {
+    GENERATION.send_modify(|g| *g += 1);
+}
+
+/// The process's sentinels when the configuration names some.
+pub fn sentinels(config: &Config) -> Result<Option<Sentinels>> {
+    config
+        .redis
+        .sentinel
+        .as_ref()
+        .map(|s| Sentinels::of(config, s))
+        .transpose()
+}
 
 /// Checks that `url` is a Redis URL runq can use: `redis://` or `rediss://` with a host.
 pub fn check_url(url: &str) -> std::result::Result<(), String> {
@@ -89,7 +126,8 @@ pub fn url_with_db(
     Ok(url)
 }
 
-fn encode(s: &str) -> String {
+/// Percent-encodes URL userinfo.
+pub(crate) fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -99,6 +137,18 @@ fn encode(s: &str) -> String {
         }
     }
     out
+}
+
+/// `url` (as [`url_with_db`] makes it) with its `host:port` replaced by `host_port`.
+pub(crate) fn url_at(url: &str, host_port: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let userinfo = authority
+        .rsplit_once('@')
+        .map(|(u, _)| format!("{u}@"))
+        .unwrap_or_default();
+    format!("{scheme}://{userinfo}{host_port}{tail}")
 }
 
 /// The URL with any password masked, for logs and errors.
@@ -136,11 +186,7 @@ pub fn client(config: &Config, db: u16) -> Result<(Client, String)> {
         config.redis.username.as_deref(),
         config.redis.password.as_deref(),
     )?;
-    let redis_error = |source| Error::Redis {
-        url: redacted(&url),
-        source,
-    };
-    let client = match &config.redis.ca_file {
+    let ca = match &config.redis.ca_file {
         Some(path) => {
             if !url.starts_with("rediss://") {
                 return Err(Error::Config(format!(
@@ -148,24 +194,14 @@ pub fn client(config: &Config, db: u16) -> Result<(Client, String)> {
                     redacted(&url)
                 )));
             }
-            let root_cert = tls::read_ca_file(path)?;
-            tls::install_crypto_provider();
-            Client::build_with_tls(
-                url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(root_cert),
-                },
-            )
-            .map_err(redis_error)?
+            Some(tls::read_ca_file(path)?)
         }
-        None => {
-            if url.starts_with("rediss://") {
-                tls::install_crypto_provider();
-            }
-            Client::open(url.as_str()).map_err(redis_error)?
-        }
+        None => None,
     };
+    let client = sentinel::client_for(&url, ca.as_deref()).map_err(|source| Error::Redis {
+        url: redacted(&url),
+        source,
+    })?;
     Ok((client, url))
 }
 
@@ -189,26 +225,14 @@ fn pool(config: &Config, db: u16, max_size: usize) -> Result<Pool> {
 }
 
 /// A client for the server holding logical database `db` now: the configured URL, or
-/// the master the sentinels name. Also what to call it in messages.
+/// the master the sentinels name (checked to answer `ROLE` as a master). Also what to
+/// call it in messages.
 pub async fn current_client(config: &Config, db: u16) -> Result<(Client, String)> {
-    match &config.redis.sentinel {
+    match sentinels(config)? {
         None => client(config, db),
         Some(s) => {
-            let name = sentinel::describe(s, db);
-            let mut sc = sentinel::client(config, s, db)?;
-            let master = tokio::time::timeout(Duration::from_secs(10), sc.async_get_client())
-                .await
-                .unwrap_or_else(|_| {
-                    Err(redis::RedisError::from((
-                        redis::ErrorKind::Io,
-                        "no sentinel answered within 10 s",
-                    )))
-                })
-                .map_err(|source| Error::Redis {
-                    url: name.clone(),
-                    source,
-                })?;
-            Ok((master, name))
+            let (_, addr) = s.connect(db).await?;
+            Ok((s.master_client(&addr, db)?, s.describe_at(&addr, db)))
         }
     }
 }
@@ -236,9 +260,13 @@ pub async fn current_url(config: &Config, db: u16) -> Result<String> {
     Ok(format!("{scheme}://{auth}{host}:{port}/{}", r.db()))
 }
 
-/// A connection of its own, without response timeout, for blocking commands.
+/// A connection of its own, without response timeout, for blocking commands. (With
+/// Sentinel, its holder should reconnect when [`master_moved`].)
 pub async fn dedicated(config: &Config, db: u16) -> Result<MultiplexedConnection> {
-    let (client, url) = current_client(config, db).await?;
+    if let Some(s) = sentinels(config)? {
+        return Ok(s.connect(db).await?.0);
+    }
+    let (client, url) = client(config, db)?;
     client
         .get_multiplexed_async_connection_with_config(&connection_config())
         .await
@@ -258,11 +286,20 @@ pub async fn pubsub(config: &Config, db: u16) -> Result<redis::aio::PubSub> {
 /// Cluster, which RQ's key layout cannot use (its keys carry no hash tags, and one job's
 /// keys and its queue's would live on different nodes).
 pub async fn ping(config: &Config, db: u16) -> Result<MultiplexedConnection> {
-    let (client, url) = current_client(config, db).await?;
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&connection_config())
-        .await
-        .map_err(|source| connect_error(&url, source))?;
+    let (mut conn, url) = match sentinels(config)? {
+        Some(s) => {
+            let (conn, addr) = s.connect(db).await?;
+            (conn, s.describe_at(&addr, db))
+        }
+        None => {
+            let (client, url) = client(config, db)?;
+            let conn = client
+                .get_multiplexed_async_connection_with_config(&connection_config())
+                .await
+                .map_err(|source| connect_error(&url, source))?;
+            (conn, url)
+        }
+    };
     let info: String = redis::cmd("INFO")
         .arg("cluster")
         .query_async(&mut conn)
@@ -299,42 +336,48 @@ mod tests {
     }
 
     #[test]
+    fn the_address_is_replaced() {
+        assert_eq!(
+            url_at("redis://h:1/9", "10.0.0.2:6380"),
+            "redis://10.0.0.2:6380/9"
+        );
+        assert_eq!(
+            url_at("rediss://u:p%40@h:1/9?x=1", "[::1]:7"),
+            "rediss://u:p%40@[::1]:7/9?x=1"
+        );
+        assert_eq!(url_at("redis://h?x", "a:1"), "redis://a:1?x");
+    }
+
+    #[test]
     fn passwords_are_redacted() {
         assert_eq!(redacted("redis://:pw@h:1/9"), "redis://***@h:1/9");
     }
 }
 
 /// Where [`SharedConnection`] gets connections: a pool at a fixed URL, or the master the
-/// sentinels name (asked again for every new connection).
+/// sentinels name.
 #[derive(Clone)]
 enum Source {
     Fixed(Pool),
-    Sentinel {
-        client: std::sync::Arc<tokio::sync::Mutex<redis::sentinel::SentinelClient>>,
-        name: String,
-    },
+    Sentinel { sentinels: Sentinels, db: u16 },
 }
 
 /// One multiplexed connection shared by every task of a process (commands from many
-/// tasks pipeline on it), re-created after an error — after a Sentinel failover, on the
-/// new master.
+/// tasks pipeline on it), re-created after an error, and — with Sentinel — as soon as the
+/// process switches to another master (the connection's master generation is old).
 #[derive(Clone)]
 pub struct SharedConnection {
     source: Source,
-    current: std::sync::Arc<tokio::sync::Mutex<Option<MultiplexedConnection>>>,
+    /// The live connection and the master generation it was made under.
+    current: std::sync::Arc<tokio::sync::Mutex<Option<(MultiplexedConnection, u64)>>>,
 }
 
 impl SharedConnection {
     /// Connections to logical database `db` (at most `max_size` opened at once).
     pub fn open(config: &Config, db: u16, max_size: usize) -> Result<Self> {
-        let source = match &config.redis.sentinel {
+        let source = match sentinels(config)? {
             None => Source::Fixed(pool(config, db, max_size)?),
-            Some(s) => Source::Sentinel {
-                client: std::sync::Arc::new(tokio::sync::Mutex::new(sentinel::client(
-                    config, s, db,
-                )?)),
-                name: sentinel::describe(s, db),
-            },
+            Some(sentinels) => Source::Sentinel { sentinels, db },
         };
         Ok(SharedConnection {
             source,
@@ -342,37 +385,23 @@ impl SharedConnection {
         })
     }
 
-    /// A handle on the live connection, connecting when there is none.
+    /// A handle on the live connection, connecting when there is none or when it was made
+    /// for a master the process no longer uses.
     pub async fn get(&self) -> Result<MultiplexedConnection> {
         let mut current = self.current.lock().await;
-        if let Some(c) = current.as_ref() {
-            return Ok(c.clone());
+        // Read before connecting: a switch while connecting makes this one stale.
+        let generation = master_generation();
+        if let Some((c, made)) = current.as_ref() {
+            if *made == generation {
+                return Ok(c.clone());
+            }
         }
+        *current = None;
         let conn = match &self.source {
             Source::Fixed(pool) => deadpool_redis::Connection::take(pool.get().await?),
-            Source::Sentinel { client, name } => {
-                let master = {
-                    let mut sc = client.lock().await;
-                    tokio::time::timeout(Duration::from_secs(10), sc.async_get_client())
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(redis::RedisError::from((
-                                redis::ErrorKind::Io,
-                                "no sentinel answered within 10 s",
-                            )))
-                        })
-                        .map_err(|source| Error::Redis {
-                            url: name.clone(),
-                            source,
-                        })?
-                };
-                master
-                    .get_multiplexed_async_connection_with_config(&connection_config())
-                    .await
-                    .map_err(|source| connect_error(name, source))?
-            }
+            Source::Sentinel { sentinels, db } => sentinels.connect(*db).await?.0,
         };
-        *current = Some(conn.clone());
+        *current = Some((conn.clone(), generation));
         Ok(conn)
     }
 

@@ -50,6 +50,13 @@ pub enum Error {
     Encode(String),
     #[error("invalid argument: {0}")]
     Invalid(String),
+    /// No sentinel named a master that answers `ROLE` as master (each sentinel's reason).
+    #[error("redis sentinel: no sentinel of {sentinels} named a reachable master for `{master}` ({reasons})")]
+    NoMaster {
+        master: String,
+        sentinels: String,
+        reasons: String,
+    },
     /// Redis did not answer in time (a dead connection waits for TCP otherwise).
     #[error("redis did not answer {what} within {secs} s")]
     NoAnswer { what: &'static str, secs: u64 },

@@ -1,7 +1,8 @@
 //! RQ worker commands over pub/sub (`rq:pubsub:<worker>`): `shutdown` (warm shutdown of
 //! the whole process), `kill-horse`, `stop-job` and `stop-execution`. One subscription
-//! serves every slot; it resubscribes after a lost connection. A stop for a job its slot
-//! has not installed yet (claimed a moment ago) is kept and applied when it is.
+//! serves every slot; it resubscribes after a lost connection, and on the new master as
+//! soon as the process switches to another one (Sentinel). A stop for a job its slot has
+//! not installed yet (claimed a moment ago) is kept and applied when it is.
 
 use crate::job::StopReason;
 use crate::service::Service;
@@ -9,6 +10,7 @@ use crate::shutdown::Shutdown;
 use crate::slots::Slots;
 use futures_util::StreamExt;
 use runq_common::config::Config;
+use runq_common::connect::{master_generation, master_moved};
 use runq_common::echo::clip;
 use serde_json::Value;
 use std::sync::Arc;
@@ -63,6 +65,7 @@ impl Service for Commands {
         let keys = self.config.keys();
         let channels: Vec<String> = self.slots.names.iter().map(|n| keys.pubsub(n)).collect();
         loop {
+            let made = master_generation();
             let mut pubsub = match runq_common::connect::pubsub(
                 &self.config,
                 self.config.redis.db.rq,
@@ -89,12 +92,13 @@ impl Service for Commands {
                 let _ = tx.send(());
             }
             let mut messages = pubsub.on_message();
-            loop {
+            let moved = loop {
                 let msg = tokio::select! {
                     m = messages.next() => m,
                     _ = shutdown.exiting() => return,
+                    _ = master_moved(made) => break true,
                 };
-                let Some(msg) = msg else { break };
+                let Some(msg) = msg else { break false };
                 let channel = msg.get_channel_name().to_string();
                 let Some(slot) = channels.iter().position(|c| *c == channel) else {
                     continue;
@@ -105,8 +109,12 @@ impl Service for Commands {
                         tracing::warn!(channel = %channel, "ignoring a command that is not RQ's JSON form")
                     }
                 }
+            };
+            if moved {
+                tracing::info!("subscribing to the worker command channels on the new master");
+            } else {
+                tracing::warn!("command subscription lost; resubscribing");
             }
-            tracing::warn!("command subscription lost; resubscribing");
         }
     }
 }

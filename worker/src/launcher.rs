@@ -2,7 +2,8 @@
 //! and back. [`run`] reads as the lifecycle: [`Worker::build`] (task table, Python host,
 //! Redis — waited for with backoff —, metrics address, slot names) → [`Worker::register`]
 //! (one RQ worker per slot) → [`Worker::spawn_services`] (heartbeat, maintenance,
-//! scheduler, commands, lock keeper, metrics, watchdog, signals, grace timer) →
+//! scheduler, commands, lock keeper, metrics, watchdog, Sentinel watch, signals, grace
+//! timer) →
 //! [`Worker::run_slots`] (the fetcher and one processor per slot, until they drain) →
 //! [`Worker::stop`] (exit phase, services joined, workers deregistered).
 
@@ -20,6 +21,7 @@ use crate::processor::{self, ProcessorContext};
 use crate::registration::{self, Identity};
 use crate::runstate::RunServices;
 use crate::scheduler::Scheduler;
+use crate::sentinel_watch::SentinelWatch;
 use crate::service;
 use crate::shutdown::Shutdown;
 use crate::signals::{GraceTimer, Signals};
@@ -323,6 +325,16 @@ impl Worker {
                 redis: redis.clone(),
             },
         );
+        if let Some(sentinels) = connect::sentinels(config).ok().flatten() {
+            service::spawn(
+                tracker,
+                shutdown,
+                SentinelWatch {
+                    config: config.clone(),
+                    sentinels,
+                },
+            );
+        }
         if let Some(listener) = self.metrics_listener.take() {
             let sources = Sources {
                 metrics: ctx.metrics.clone(),

@@ -30,6 +30,8 @@
 //! - [`scheduler`]: due scheduled jobs to their queues, one owner per queue.
 //! - [`cron`]: periodic jobs (`[[cron]]`), one leader across every host.
 //! - [`commands`]: RQ worker commands over pub/sub.
+//! - [`sentinel_watch`]: with Sentinel, the switch to a new master as soon as the
+//!   sentinels name it.
 //! - [`runstate`]: WEPPcloud run state; its [`lock_keeper`](runstate::lock_keeper)
 //!   renews NoDb locks in one batched round trip.
 //! - [`metrics`], [`metrics_http`]: Prometheus counters and the endpoint.
@@ -56,6 +58,7 @@ pub mod processor;
 pub mod registration;
 pub mod runstate;
 pub mod scheduler;
+pub mod sentinel_watch;
 pub mod service;
 pub mod shutdown;
 pub mod signals;

@@ -1,5 +1,6 @@
 //! The one lifecycle every background service of a worker process follows (heartbeat,
-//! maintenance, scheduler, commands, lock keeper, metrics endpoint, watchdog, signals):
+//! maintenance, scheduler, commands, lock keeper, metrics endpoint, watchdog, Sentinel
+//! watch, signals):
 //! it is built with what it needs, spawned on the process's task tracker, and runs until
 //! the [`Shutdown`] reaches the phase it stops at (exit, for all of them: they keep
 //! serving while running jobs drain). The launcher waits for all of them before it

@@ -23,7 +23,7 @@ use crate::shutdown::Shutdown;
 use crate::slots::Slots;
 use limits::{Permit, QueueLimits};
 use runq_common::config::Config;
-use runq_common::connect::SharedConnection;
+use runq_common::connect::{self, SharedConnection};
 use runq_common::echo::clip;
 use runq_common::scripts::claim::{ClaimEntry, ClaimReply, ClaimRequest};
 use runq_common::scripts::complete::{Completion, Defaults, Ended, Execution, JobFacts, Recorded};
@@ -202,6 +202,8 @@ impl Fetcher {
             }
             pending.retain(|r| r.done.is_some() || !r.reply.is_closed());
             let claiming = !self.shutdown.is_warm() && self.end.is_none();
+            // A failed round retries at once when the process switches to another master.
+            let generation = connect::master_generation();
             if !claiming {
                 // Slots waiting for a job end; finished jobs are still recorded below.
                 for r in pending.extract_if(.., |r| r.done.is_none()) {
@@ -260,7 +262,10 @@ impl Fetcher {
                         continue;
                     }
                     tracing::warn!(error = %e, "recording and claiming jobs failed; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = connect::master_moved(generation) => {}
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }

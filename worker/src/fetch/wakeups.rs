@@ -1,9 +1,11 @@
 //! Wake-ups for an idle fetcher without polling Redis: while armed, one task per queue
 //! blocks on `BLMOVE q q LEFT LEFT`, which returns as soon as the queue holds a job and
 //! removes nothing; the fetcher is then woken to claim. Disarmed (slots busy), nobody
-//! blocks. A queue key of the wrong type is logged once and waited on gently.
+//! blocks. A queue key of the wrong type is logged once and waited on gently. After a
+//! switch to another master (Sentinel) the waiters reconnect to it at once.
 
 use runq_common::config::Config;
+use runq_common::connect::{master_generation, master_moved};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,13 +69,19 @@ async fn wait_on_queue(
     shutdown: Shutdown,
 ) {
     let mut conn = None;
+    // The master generation `conn` was made under.
+    let mut made = 0;
     let mut warned = false;
     loop {
         tokio::select! {
             _ = wakeups.armed() => {}
             _ = shutdown.warm() => return,
         }
+        if made != master_generation() {
+            conn = None;
+        }
         if conn.is_none() {
+            made = master_generation();
             match runq_common::connect::dedicated(&config, config.redis.db.rq).await {
                 Ok(c) => conn = Some(c),
                 Err(_) => {
@@ -93,6 +101,8 @@ async fn wait_on_queue(
         let moved: redis::RedisResult<Option<Vec<u8>>> = tokio::select! {
             r = blmove.query_async(c) => r,
             _ = shutdown.warm() => return,
+            // The process now uses another master: wait on its queue instead.
+            _ = master_moved(made) => continue,
         };
         match moved {
             Ok(Some(_)) => {
