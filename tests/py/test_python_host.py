@@ -133,6 +133,22 @@ def pid_alive(pid):
     return True
 
 
+def children_of(pid):
+    """Pids whose parent is pid (from /proc)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        if not entry.isdigit():
+            continue
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(')', 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
 def wait_for(pred, what, timeout=WAIT):
     deadline = time.monotonic() + timeout
     while True:
@@ -461,10 +477,11 @@ class SharedHostTests(HostTestCase):
     @unittest.skipIf(RQ_MAJOR < 3, 'rq < 3 stores a returned Retry as an ordinary result')
     def test_retry_return(self):
         done = self.run_job(self.queue.enqueue('hosttasks.retry'))
-        # The serialized Retry travels along: it is the RETRIED result's return_value.
-        self.assertTrue(done.pop('return_value'), done)
+        rv = pickle.loads(unb64(done.pop('return_value')))  # stored as the RETRIED result
         self.assertEqual(done, {'op': 'done', 'job_id': done['job_id'], 'outcome': 'retry',
                                 'max': 3, 'intervals': [10, 30], 'at_front': False})
+        self.assertIsInstance(rv, rq.job.Retry)
+        self.assertEqual((rv.max, rv.intervals), (3, [10, 30]))
 
     def test_success_callback(self):
         job = self.queue.enqueue('hosttasks.add', 2, 5, on_success=Callback('hosttasks.mark_success'))
@@ -521,6 +538,14 @@ class SharedHostTests(HostTestCase):
         done = self.run_job(self.queue.enqueue('hosttasks.big', 5 * 1024 * 1024))
         self.assertEqual(done['outcome'], 'ok')
         self.assertEqual(pickle.loads(unb64(done['return_value'])), b'z' * (5 * 1024 * 1024))
+
+    def test_run_frame_bigger_than_a_pipe_buffer(self):
+        big = os.urandom(1 << 20)  # incompressible: the hand-off to the child takes several writes
+        job = self.queue.enqueue('hosttasks.add', big, b'b')
+        self.assertGreater(len(self.conn.hget(job.key, 'data')), 1 << 20)
+        done = self.run_job(job)
+        self.assertEqual(done['outcome'], 'ok', {k: v for k, v in done.items() if k != 'return_value'})
+        self.assertEqual(pickle.loads(unb64(done['return_value'])), big + b'b')
 
     def test_frame_in_pieces(self):
         data = frame_bytes({'op': 'ping', 'seq': 4242})
@@ -625,6 +650,39 @@ class SeparateHostTests(unittest.TestCase):
         self.host.proc.stdin.close()
         self.assertEqual(self.host.exit_code(), 0)
         self.assertFalse(pid_alive(pid))
+
+    def test_job_runs_in_a_child_forked_before_its_frame(self):
+        self.host = HostProc()
+        self.assertEqual(self.host.init()['op'], 'ready')
+        spare = wait_for(lambda: children_of(self.host.proc.pid), 'a spare child')
+        job = self.queue.enqueue('hosttasks.add', 1, 2)
+        self.host.send(run_frame(job))
+        started = self.host.wait(lambda f: f['op'] == 'started', 'started')
+        self.assertIn(started['pid'], spare)
+        self.assertEqual(self.host.done(job.id)['outcome'], 'ok')
+
+    def test_spare_that_dies_without_a_job_is_replaced(self):
+        self.host = HostProc()
+        self.assertEqual(self.host.init()['op'], 'ready')
+        spare = wait_for(lambda: children_of(self.host.proc.pid), 'a spare child')[0]
+        os.kill(spare, signal.SIGKILL)
+        wait_for(lambda: [p for p in children_of(self.host.proc.pid) if p != spare], 'a new spare')
+        job = self.queue.enqueue('hosttasks.add', 2, 2)
+        self.host.send(run_frame(job))
+        done = self.host.done(job.id)
+        self.assertEqual(done['outcome'], 'ok', done)
+        self.assertEqual([f['op'] for f in self.host.for_job(job.id)], ['started', 'done'])
+        self.host.send({'op': 'ping', 'seq': 5})
+        self.assertEqual(self.host.wait(lambda f: f['op'] == 'pong', 'pong')['children'], 0)
+        self.assertEqual([f for f in self.host.frames if f['op'] == 'error'], [])
+
+    def test_eof_kills_idle_spares(self):
+        self.host = HostProc()
+        self.assertEqual(self.host.init()['op'], 'ready')
+        spares = wait_for(lambda: children_of(self.host.proc.pid), 'a spare child')
+        self.host.proc.stdin.close()
+        self.assertEqual(self.host.exit_code(), 0)
+        wait_for(lambda: not any(pid_alive(p) for p in spares), 'the spares to be gone')
 
     def test_bad_length_ends_stream(self):
         self.host = HostProc()

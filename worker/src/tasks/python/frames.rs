@@ -133,14 +133,16 @@ pub enum FrameError {
     Json(#[from] serde_json::Error),
 }
 
-/// Writes one frame.
+/// Writes one frame (length and body in one write: one syscall on an unbuffered pipe).
 pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, msg: &ToHost) -> Result<(), FrameError> {
-    let body = serde_json::to_vec(msg)?;
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(body.len()));
+    let mut frame = vec![0u8; 4];
+    serde_json::to_writer(&mut frame, msg)?;
+    let len = frame.len() - 4;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
     }
-    w.write_all(&(body.len() as u32).to_be_bytes()).await?;
-    w.write_all(&body).await?;
+    frame[..4].copy_from_slice(&(len as u32).to_be_bytes());
+    w.write_all(&frame).await?;
     w.flush().await?;
     Ok(())
 }

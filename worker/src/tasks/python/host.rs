@@ -106,11 +106,14 @@ struct InitSettings {
     key_prefix: String,
 }
 
+/// The host's stdout, buffered: one read syscall takes in whole frames.
+type HostOut = BufReader<ChildStdout>;
+
 /// A host process that answered `ready`.
 struct Running {
     child: Child,
     pid: u32,
-    stdout: ChildStdout,
+    stdout: HostOut,
     /// The writer's channel: the host's stdin closes when the last sender is gone.
     tx: mpsc::UnboundedSender<ToHost>,
 }
@@ -185,11 +188,12 @@ impl PythonHost {
             source,
         })?;
         let pid = child.id().unwrap_or(0);
-        let (Some(stdin), Some(mut stdout), Some(stderr)) =
+        let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(HostError::Protocol("the host's pipes are missing".into()));
         };
+        let mut stdout = BufReader::with_capacity(64 * 1024, stdout);
         tokio::spawn(log_stderr(stderr, pid));
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_frames(stdin, rx));
@@ -325,15 +329,19 @@ impl PythonHost {
         let mut seq = 0u64;
         let mut availability = self.availability.subscribe();
         let mut tx = Some(running.tx);
+        // Frames are read by a task of their own: a read cut short by another branch of
+        // the select below would lose the part of a frame it had taken in.
+        let (frames_tx, mut incoming) = mpsc::channel(256);
+        tokio::spawn(read_frames(running.stdout, frames_tx));
         let ended = loop {
             tokio::select! {
-                frame = frames::read(&mut running.stdout) => match frame {
-                    Ok(Some(body)) => match frames::parse(&body) {
+                frame = incoming.recv() => match frame {
+                    Some(Ok(body)) => match frames::parse(&body) {
                         Ok(msg) => self.dispatch(msg),
                         Err(e) => tracing::warn!(error = %e, "ignoring a frame from the Python task host"),
                     },
-                    Ok(None) => break None,
-                    Err(e) => break Some(e.to_string()),
+                    None => break None,
+                    Some(Err(e)) => break Some(e.to_string()),
                 },
                 _ = ping.tick(), if tx.is_some() => {
                     seq += 1;
@@ -614,6 +622,22 @@ fn write_script() -> Result<PathBuf, HostError> {
         .map_err(io)?;
     std::fs::write(&path, HOST_SCRIPT).map_err(io)?;
     Ok(path)
+}
+
+/// Reads the host's frames into `tx` until its stdout ends (the channel then closes) or
+/// breaks (the error is the last item).
+async fn read_frames(mut stdout: HostOut, tx: mpsc::Sender<Result<Vec<u8>, frames::FrameError>>) {
+    loop {
+        let item = match frames::read(&mut stdout).await {
+            Ok(Some(body)) => Ok(body),
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        let last = item.is_err();
+        if tx.send(item).await.is_err() || last {
+            return;
+        }
+    }
 }
 
 async fn write_frames(mut stdin: ChildStdin, mut rx: mpsc::UnboundedReceiver<ToHost>) {

@@ -7,11 +7,12 @@ One host runs per runq-worker process. It owns:
   can touch the stream);
 - the Python side of start-up: sys.path, importing `rq`, `redis` and the configured
   preload modules exactly once, resolving `before_job`, then freezing the GC heap;
-- one forked child per `run` / `callback` frame: process group, signal set-up, output
-  pipes, a lazily connecting Redis client, an rq Job restored from the claimed hash, and
-  the job run the way rq's work horse runs it (Worker.perform_job in rq 3.0), reporting
-  ONE result frame over a private pipe;
-- supervision of those children from a single-threaded selectors loop: output
+- one forked child per `run` / `callback` frame: process group, signal set-up and output
+  pipes done before the job arrives (spare children are forked while the host is idle),
+  then the job frame over a private pipe, a lazily connecting Redis client, an rq Job
+  restored from the claimed hash, and the job run the way rq's work horse runs it
+  (Worker.perform_job in rq 3.0), reporting ONE result frame over another pipe;
+- supervision of those children from a single-threaded epoll loop: output
   forwarding (line cut, per-job byte cap), kill requests (SIGTERM, SIGKILL after a
   grace), reaping (leader exit -> SIGKILL the group -> reap -> wait for the group to be
   empty -> `done`), orphan reaping (the host is a child subreaper), and health pings.
@@ -28,9 +29,8 @@ import importlib
 import inspect
 import json
 import os
-import random
-import selectors
-from selectors import EVENT_READ
+import random  # noqa: F401 -- its at-fork hook reseeds `random` in every child, as rq does
+import select
 import signal
 import sys
 import time
@@ -160,7 +160,8 @@ class FrameReader:
 
 def decode_body(body):
     try:
-        obj = json.loads(body)
+        # Frames are UTF-8 (PROTOCOL.md): decoding here skips json.loads' encoding sniffing.
+        obj = json.loads(body.decode('utf-8'))
     except ValueError as e:  # JSONDecodeError and UnicodeDecodeError
         raise FrameError('frame is not valid JSON: %s' % e)
     if not isinstance(obj, dict):
@@ -251,6 +252,12 @@ class RqApi:
         except ImportError:
             self.push_connection = None
         self._msgpack = None
+
+    def job_serializer_arg(self, serializer):
+        """What Job() is given for serializer S: None for rq's default (pickle), which
+        Job() resolves to that same DefaultSerializer without the Protocol isinstance
+        check rq 3 makes for an explicit one (a cost paid in every child)."""
+        return None if serializer is self.serializers['pickle'] else serializer
 
     def serializer(self, name):
         s = self.serializers.get(name or 'pickle')
@@ -365,41 +372,73 @@ def preload(frame):
     return cfg, None
 
 
+WARM_UP_ROUNDS = 10  # CPython 3.11 specializes a function's bytecode from its 8th call
+
+
 def warm_up(cfg):
-    """Run the per-job code paths once in the host, so lazy imports and caches (strptime's
-    module and regexes, redis-py's URL parsing, rq's Job attributes) are filled before the
-    fork instead of once per child. Touches no Redis (redis-py connects on first command)."""
+    """Run the per-job code paths in the host, WARM_UP_ROUNDS times, so lazy imports and
+    caches (strptime's module and regexes, redis-py's URL parsing, rq's Job attributes) are
+    filled, and that bytecode specialized, before the first fork: in a child the same work
+    (and the page copies it causes) would be redone for every job and lost at its exit.
+    Touches no Redis (redis-py connects on its first command) and runs no user code."""
     try:
-        import pickle
-        import zlib
-        api = cfg.rq
-        stamp = b'2000-01-01T00:00:00.000000Z'
-        for name in ('pickle', 'json'):
-            serializer = api.serializer(name)
-            job = api.Job('runq-host-warm-up', connection=cfg.client, serializer=serializer)
-            data = serializer.dumps(['runq_host_warm_up.f', None, [], {}])
-            job.restore({b'data': zlib.compress(data), b'created_at': stamp, b'enqueued_at': stamp,
-                         b'started_at': stamp, b'last_heartbeat': stamp, b'status': b'started',
-                         b'origin': b'q', b'timeout': b'180', b'meta': serializer.dumps({})})
-            job._status = api.JobStatus('started')
-            job.started_at = api.utcparse(stamp.decode())
-            job.func_name, job.args, job.kwargs, job.meta  # noqa: B018 -- deserializes data
-            job.to_dict()
-            serialize_return_value(api, serializer, 1)
-        try:
-            raise ValueError('warm-up')
-        except ValueError:
-            api.format_exc_info(sys.exc_info())
-        pickle.dumps(None)
-        # A child's first Redis command builds a Connection (see redis_client) and
-        # resolves the host name (getaddrinfo imports the idna codec): once here.
-        pool = cfg.client.connection_pool
-        pool.connection_class(**pool.connection_kwargs)
-        'localhost'.encode('idna')
-        encode_result({'outcome': 'ok', 'return_value': None})
-        encode_result({'outcome': 'failed', 'exc_string': 'x'})
+        timeout = warm_up_timeout()
+        for _ in range(WARM_UP_ROUNDS):
+            warm_up_round(cfg, timeout)
     except Exception as e:
         print('runq host: warm-up skipped: %s' % exc_last_line(e), file=sys.stderr, flush=True)
+
+
+def warm_up_timeout():
+    """The timeout warm_up's jobs run under. Their death penalty arms SIGALRM in the host
+    and resets it to the default after, so: only while nothing in the host uses SIGALRM
+    (no handler, no pending alarm from a preload module); else none."""
+    if signal.getsignal(signal.SIGALRM) != signal.SIG_DFL:
+        return None
+    pending = signal.alarm(0)
+    if pending:
+        signal.alarm(pending)
+        return None
+    return 3600
+
+
+def warm_up_noop():
+    """The function of warm_up's jobs (returns a value, so its serialization runs too)."""
+    return 0
+
+
+def warm_up_round(cfg, timeout):
+    """One job per serializer through the child's path (restore_job, perform_job, the
+    result frame), a failure text, and what a child's first Redis command needs."""
+    import pickle
+    import zlib
+    api = cfg.rq
+    stamp = '2000-01-01T00:00:00.000000Z'
+    for name in ('pickle', 'json'):
+        serializer = api.serializer(name)
+        data = serializer.dumps(['%s.warm_up_noop' % __name__, None, [], {}])
+        fields = {'data': zlib.compress(data), 'created_at': stamp, 'enqueued_at': stamp,
+                  'status': 'queued', 'origin': 'q', 'timeout': '180', 'meta': serializer.dumps({})}
+        frame = {'job_id': 'runq-host-warm-up', 'status': 'started', 'started_at': stamp,
+                 'worker_name': 'runq-host-warm-up',
+                 'hash': {k: base64.b64encode(v if isinstance(v, bytes) else v.encode()).decode()
+                          for k, v in fields.items()}}
+        job = restore_job(cfg, frame, cfg.client, serializer)
+        job.to_dict()
+        result = perform_job(api, job, serializer, timeout)
+        if result['outcome'] != 'ok':
+            raise RuntimeError('the warm-up job failed: %s' % one_line(result.get('exc_string')))
+        encode_result(result)
+    try:
+        raise ValueError('warm-up')
+    except ValueError:
+        encode_result(failed_result(api, sys.exc_info()))
+    pickle.dumps(None)
+    # A child's first Redis command builds a Connection (see redis_client) and
+    # resolves the host name (getaddrinfo imports the idna codec): once here.
+    pool = cfg.client.connection_pool
+    pool.connection_class(**pool.connection_kwargs)
+    'localhost'.encode('idna')
 
 
 def redis_client(cfg):
@@ -433,9 +472,9 @@ def default_driver_info(redis):
 # Child side: process set-up, the job run, the callback run
 
 
-def setup_child(host, w_res, w_out, w_err, env, job_id, worker_name):
-    """First thing in a forked child: the host's fds, own group, death signal, signals,
-    output pipes, random, env."""
+def setup_child(host, w_out, w_err):
+    """First thing in a forked child, before it has a job: the host's fds, own group,
+    death signal, signals, output pipes."""
     for fd in host.fds_for_child_to_close():
         try:
             os.close(fd)
@@ -463,10 +502,30 @@ def setup_child(host, w_res, w_out, w_err, env, job_id, worker_name):
         sys.stdout.reconfigure(line_buffering=True)
     except Exception:
         pass
-    random.seed()
+
+
+def read_job(fd):
+    """The job frame's body from the host (blocking), or None when the host closed the
+    job pipe without handing a job (it is shutting down, or the spare is retired)."""
+    reader = FrameReader()
+    while True:
+        body = reader.next_body()
+        if body is not None:
+            return body
+        data = os.read(fd, READ_CHUNK)
+        if not data:
+            return None
+        reader.feed(data)
+
+
+def setup_job_env(frame):
+    """os.environ as rq's fork_work_horse sets it, then the frame's `env` (which wins).
+    (`random` needs no reseeding here: its own at-fork hook reseeded it in this child.)"""
+    worker_name = frame.get('worker_name')
     if worker_name:  # (callback frames carry none)
         os.environ['RQ_WORKER_ID'] = str(worker_name)
-    os.environ['RQ_JOB_ID'] = str(job_id)
+    os.environ['RQ_JOB_ID'] = str(frame['job_id'])
+    env = frame.get('env')
     if env:
         for k, v in env.items():
             os.environ[str(k)] = '' if v is None else str(v)
@@ -489,7 +548,7 @@ def restore_job(cfg, frame, conn, serializer):
     raw = {}
     for k, v in (frame.get('hash') or {}).items():
         raw[k.encode('utf-8')] = base64.b64decode(v) if v is not None else b''
-    job = api.Job(frame['job_id'], connection=conn, serializer=serializer)
+    job = api.Job(frame['job_id'], connection=conn, serializer=api.job_serializer_arg(serializer))
     job.restore(raw)
     status = frame.get('status')
     if status:
@@ -550,12 +609,16 @@ def run_job(cfg, frame):
     returns the result dict for the result frame."""
     api = cfg.rq
     serializer = api.serializer(frame.get('serializer'))
-    conn = child_connection(cfg)
-    job = restore_job(cfg, frame, conn, serializer)
-    timeout = timeout_seconds(frame.get('timeout'))
+    job = restore_job(cfg, frame, child_connection(cfg), serializer)
+    return perform_job(api, job, serializer, timeout_seconds(frame.get('timeout')), cfg.before_job)
+
+
+def perform_job(api, job, serializer, timeout, before_job=None):
+    """before_job, then the job under its death penalty, then the success or failure path;
+    the result dict."""
     try:
-        if cfg.before_job is not None:
-            cfg.before_job(job)
+        if before_job is not None:
+            before_job(job)
         if timeout:
             with api.DeathPenalty(timeout, api.JobTimeoutException, job_id=job.id):
                 rv = job.perform()
@@ -638,33 +701,61 @@ def encode_result(result):
     return frame_of(text)
 
 
-def child_main(host, frame, w_res, w_out, w_err):
-    """Body of a forked child. Never returns: every path ends in os._exit."""
+def child_main(host, r_job, w_res, w_out, w_err):
+    """Body of a forked child: set itself up, wait for its one job (or callback) on the
+    job pipe, run it, write the result frame to the result pipe. Never returns: every
+    path ends in os._exit."""
     code = 1
     try:
-        try:
-            setup_child(host, w_res, w_out, w_err, frame.get('env'), frame['job_id'], frame.get('worker_name'))
-            if frame['op'] == 'run':
-                result = run_job(host.cfg, frame)
-            else:
-                result = run_callback(host.cfg, frame)
-        except:  # noqa: E722 -- set-up or restore failed: report it as the job's failure
-            result = failed_result(host.cfg.rq, sys.exc_info())
-        try:
-            data = encode_result(result)
-        except Exception:
-            data = encode_result(failed_result(host.cfg.rq, sys.exc_info()))
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        write_all(w_res, data)
+        data = child_result_frame(host, r_job, w_out, w_err)
+        if data is not None:
+            flush_std_streams()
+            write_all(w_res, data)
         code = 0
     except BaseException:
         code = 1
     finally:
         os._exit(code)
+
+
+def child_result_frame(host, r_job, w_out, w_err):
+    """Set up, take the job from the job pipe and run it: its encoded result frame, or
+    None when the host closed the pipe without handing a job."""
+    api = host.cfg.rq
+    setup_failure = None
+    try:
+        setup_child(host, w_out, w_err)
+    except:  # noqa: E722 -- reported as the job's failure once the job is here
+        setup_failure = failed_result(api, sys.exc_info())
+    body = read_job(r_job)
+    os.close(r_job)
+    if body is None:
+        return None
+    result = setup_failure or run_frame(host.cfg, body)
+    try:
+        return encode_result(result)
+    except Exception:
+        return encode_result(failed_result(api, sys.exc_info()))
+
+
+def run_frame(cfg, body):
+    """Run the `run` or `callback` frame (its body as the worker sent it): the result."""
+    try:
+        frame = json.loads(body.decode('utf-8'))
+        setup_job_env(frame)
+        if frame['op'] == 'run':
+            return run_job(cfg, frame)
+        return run_callback(cfg, frame)
+    except:  # noqa: E722 -- set-up or restore failed: report it as the job's failure
+        return failed_result(cfg.rq, sys.exc_info())
+
+
+def flush_std_streams():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
 
 
 # ----------------------------------------------------------------------------------------
@@ -725,17 +816,22 @@ class OutputStream:
 
 
 class Child:
-    """One forked job or callback child, from fork to its `done` frame."""
+    """One forked child, from its fork to its `done` frame: a spare (set up, waiting on its
+    job pipe) until the host hands it a job, then that job's (or callback's) child. The
+    host holds the write end of the job pipe (until the frame is written) and the read
+    ends of the result, stdout and stderr pipes."""
 
-    __slots__ = ('pid', 'job_id', 'op', 'result_fd', 'result', 'streams', 'out_budget',
-                 'out_dropped', 'kill_requested', 'kill_timer', 'leader_exited', 'status',
-                 'group_timer', 'group_deadline', 'group_delay', 'finished', 'result_body',
-                 'result_key', 'output_key')
+    __slots__ = ('pid', 'job_id', 'op', 'job_fd', 'outbox', 'result_fd', 'result', 'streams',
+                 'out_budget', 'out_dropped', 'kill_requested', 'kill_timer', 'leader_exited',
+                 'status', 'group_timer', 'group_deadline', 'group_delay', 'finished',
+                 'result_body')
 
-    def __init__(self, pid, job_id, op, result_fd, out_fd, err_fd, budget):
+    def __init__(self, pid, job_fd, result_fd, out_fd, err_fd, budget):
         self.pid = pid
-        self.job_id = job_id
-        self.op = op
+        self.job_id = None  # None while a spare
+        self.op = None
+        self.job_fd = job_fd
+        self.outbox = None  # memoryview of the job frame not yet written to job_fd
         self.result_fd = result_fd
         self.result = FrameReader()
         self.streams = [OutputStream('stdout', out_fd), OutputStream('stderr', err_fd)]
@@ -753,8 +849,9 @@ class Child:
 
     def fds(self):
         fds = [s.fd for s in self.streams if s.fd is not None]
-        if self.result_fd is not None:
-            fds.append(self.result_fd)
+        for fd in (self.job_fd, self.result_fd):
+            if fd is not None:
+                fds.append(fd)
         return fds
 
     def complete_result(self):
@@ -771,10 +868,16 @@ class Child:
 
 
 RESULT_PREFIXES = (b'{"outcome":"ok",', b'{"outcome":"failed",', b'{"outcome":"retry",')
+MAX_SPARES = 4  # spare children kept ready at most
+SPARE_RETRY = 1.0  # seconds without spares after a fork failed
 
 
 class Host:
-    """The event loop: frames from the worker, SIGCHLD, children's pipes, timers."""
+    """The event loop (epoll): frames from the worker, SIGCHLD, children's pipes, timers.
+    When it has nothing else to do it forks spare children, one per slot the worker has
+    free (as many as jobs ran at once, less those running now), so the fork and the
+    child's set-up are done while the worker fetches the next job, and a spare does not
+    wait (going cache-cold) through whole jobs of others."""
 
     def __init__(self, proto_in, proto_out, cfg, prctl):
         self.proto_in = proto_in
@@ -783,24 +886,43 @@ class Host:
         self.prctl = prctl
         self.pid = os.getpid()
         self.reader = FrameReader()
-        self.children = {}  # job_id -> Child
-        self.by_pid = {}  # leader pid -> Child, until reaped
+        self.children = {}  # job_id -> Child, until its done
+        self.spares = []  # Child, forked and without a job, oldest first
+        self.peak = 1  # most jobs (and callbacks) seen running at once: the worker's slots
+        self.spare_pause_until = 0.0  # monotonic; after a failed fork of a spare
+        self.by_pid = {}  # leader pid -> Child (spares included), until reaped
         self.timers = Timers()
-        self.sel = selectors.DefaultSelector()
+        self.ep = select.epoll()
+        self.handlers = {}  # fd -> (method(fd, events, child), Child or None)
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.proto_in, False)
         signal.signal(signal.SIGCHLD, lambda signum, frame: None)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        self.sel.register(self.proto_in, selectors.EVENT_READ, (self.on_stdin, None))
-        self.sel.register(self.wake_r, selectors.EVENT_READ, (self.on_wakeup, None))
+        self.watch(self.proto_in, self.on_stdin, None)
+        self.watch(self.wake_r, self.on_wakeup, None)
         self.ops = {
             'run': self.op_run,
             'callback': self.op_callback,
             'kill': self.op_kill,
             'ping': self.op_ping,
         }
+
+    def watch(self, fd, handler, child, events=select.EPOLLIN):
+        self.ep.register(fd, events)
+        self.handlers[fd] = (handler, child)
+
+    def close_fd(self, fd):
+        if self.handlers.pop(fd, None) is not None:
+            try:
+                self.ep.unregister(fd)
+            except OSError:
+                pass
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
     # -- protocol output ---------------------------------------------------------------
 
@@ -822,12 +944,18 @@ class Host:
         exit_code = 2
         try:
             while True:
-                events = self.sel.select(self.timers.timeout())
-                for key, _mask in events:
-                    handler, child = key.data
+                want_spare = self.wants_spare()
+                events = self.ep.poll(0 if want_spare else self.timers.timeout())
+                if want_spare and not events:
+                    self.guarded(self.add_spare)
+                for fd, mask in events:
+                    entry = self.handlers.get(fd)
+                    if entry is None:
+                        continue  # stale event for an fd closed earlier in this batch
+                    handler, child = entry
                     if child is not None and child.finished:
-                        continue  # stale event for an fd already closed (maybe reused)
-                    self.guarded(handler, key.fd, child)
+                        continue
+                    self.guarded(handler, fd, mask, child)
                 self.guarded(self.timers.run_due)
         except StreamBroken as e:
             exit_code = e.exit_code
@@ -850,7 +978,7 @@ class Host:
             except Exception:
                 pass
 
-    def on_stdin(self, fd, _child):
+    def on_stdin(self, fd, _events, _child):
         try:
             data = os.read(fd, READ_CHUNK)
         except BlockingIOError:
@@ -881,7 +1009,7 @@ class Host:
             handler = self.ops.get(op)
             if handler is None:
                 raise FrameError('unknown op %r%s' % (op, self.about(frame)))
-            handler(frame)
+            handler(frame, body)
         except StreamBroken:
             raise
         except FrameError as e:
@@ -900,19 +1028,19 @@ class Host:
 
     # -- ops -----------------------------------------------------------------------------
 
-    def op_ping(self, frame):
+    def op_ping(self, frame, _body):
         self.send({'op': 'pong', 'seq': frame.get('seq'), 'rss_bytes': rss_bytes(),
                    'children': len(self.children)})
 
-    def op_run(self, frame):
+    def op_run(self, frame, body):
         self.validate_job_frame(frame)
-        self.spawn(frame)
+        self.start_job(frame, body)
 
-    def op_callback(self, frame):
+    def op_callback(self, frame, body):
         self.validate_job_frame(frame)
         if frame.get('kind') not in ('success', 'failure', 'stopped'):
             raise FrameError('unknown callback kind %r' % (frame.get('kind'),))
-        self.spawn(frame)
+        self.start_job(frame, body)
 
     def validate_job_frame(self, frame):
         job_id = frame.get('job_id')
@@ -935,7 +1063,7 @@ class Host:
         if env is not None and not isinstance(env, dict):
             raise FrameError('env is not an object')
 
-    def op_kill(self, frame):
+    def op_kill(self, frame, _body):
         child = self.children.get(frame.get('job_id'))
         if child is None or child.leader_exited or child.kill_requested:
             return
@@ -950,78 +1078,134 @@ class Host:
         if not child.finished:
             signal_group(child.pid, signal.SIGKILL)
 
-    # -- fork ----------------------------------------------------------------------------
+    # -- children: fork, spares, hand-off ------------------------------------------------
 
-    def spawn(self, frame):
-        job_id = frame['job_id']
-        pipes = []
+    def wants_spare(self):
+        free_slots = min(MAX_SPARES, self.peak - len(self.children))
+        return (len(self.spares) < free_slots
+                and (not self.spare_pause_until or time.monotonic() >= self.spare_pause_until))
+
+    def add_spare(self):
+        """Fork one more spare; after a failure, none for SPARE_RETRY seconds (jobs still
+        get a child forked for them, or the fork error)."""
         try:
-            for _ in range(3):
-                pipes.append(os.pipe())
-        except OSError:
-            for r, w in pipes:
-                os.close(r)
-                os.close(w)
-            raise
-        (r_res, w_res), (r_out, w_out), (r_err, w_err) = pipes
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+            self.spares.append(self.fork_child())
+            self.spare_pause_until = 0.0
+        except Exception as e:
+            self.spare_pause_until = time.monotonic() + SPARE_RETRY
+            print('runq host: cannot fork a spare child: %s' % exc_last_line(e),
+                  file=sys.stderr, flush=True)
+
+    def take_spare(self):
+        """A spare that is still alive, else a child forked now. Raises OSError when the
+        fork fails."""
+        while self.spares:
+            child = self.spares.pop(0)
+            if child.result_fd is not None and not exited(child.pid):
+                return child
+            # dead without a job: on_leader_exit (SIGCHLD) forgets it
+        return self.fork_child()
+
+    def fork_child(self):
+        """Fork a child that sets itself up and then waits on its job pipe for a job
+        (child_main). Returns its Child, tracked by pid. Raises OSError."""
+        pipes = open_pipes(4)
+        (r_job, w_job), (r_res, w_res), (r_out, w_out), (r_err, w_err) = pipes
+        flush_std_streams()  # what the host printed, so no child inherits it buffered
         try:
             pid = os.fork()
-        except OSError:
-            for fd in (r_res, w_res, r_out, w_out, r_err, w_err):
-                os.close(fd)
+        except BaseException:
+            close_pipes(pipes)
             raise
         if pid == 0:
             try:
-                for fd in (r_res, r_out, r_err):
+                for fd in (w_job, r_res, r_out, r_err):
                     os.close(fd)
-                child_main(self, frame, w_res, w_out, w_err)
+                child_main(self, r_job, w_res, w_out, w_err)
             finally:
                 os._exit(1)
         try:
             os.setpgid(pid, pid)  # also in the parent, so a kill right away hits the group
         except OSError:
             pass
-        for fd in (w_res, w_out, w_err):
+        for fd in (r_job, w_res, w_out, w_err):
             os.close(fd)
+        return self.track(Child(pid, w_job, r_res, r_out, r_err, self.cfg.max_output_bytes))
+
+    def track(self, child):
+        """A child just forked: its pipes made non-blocking, its result pipe watched."""
+        self.by_pid[child.pid] = child
         try:
-            for fd in (r_res, r_out, r_err):
+            for fd in child.fds():
                 os.set_blocking(fd, False)
-            child = Child(pid, job_id, frame['op'], r_res, r_out, r_err, self.cfg.max_output_bytes)
-            child.result_key = (self.on_result, child)
-            child.output_key = (self.on_output, child)
-            register = self.sel.register
-            register(r_res, EVENT_READ, child.result_key)
-            register(r_out, EVENT_READ, child.output_key)
-            register(r_err, EVENT_READ, child.output_key)
+            self.watch(child.result_fd, self.on_result, child)
         except BaseException:
-            # Not tracked, so not started: take the child back before reporting the error.
-            signal_group(pid, signal.SIGKILL)
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-            for fd in (r_res, r_out, r_err):
-                self.close_fd(fd)
+            self.discard(child)
+            raise
+        return child
+
+    def discard(self, child):
+        """Take back a child that never started a job: SIGKILL its group, reap it."""
+        self.by_pid.pop(child.pid, None)
+        signal_group(child.pid, signal.SIGKILL)
+        try:
+            os.waitpid(child.pid, 0)
+        except ChildProcessError:
+            pass
+        for fd in child.fds():
+            self.close_fd(fd)
+
+    def start_job(self, frame, body):
+        """Hand the job to a spare (or a child forked now), watch its output, say `started`."""
+        job_id = frame['job_id']
+        child = self.take_spare()
+        try:
+            child.job_id = job_id
+            child.op = frame['op']
+            for stream in child.streams:
+                self.watch(stream.fd, self.on_output, child)
+            self.hand_off(child, len(body).to_bytes(4, 'big') + body)
+        except BaseException:
+            # Not tracked as a job, so not started: take the child back before the error.
+            self.discard(child)
             raise
         self.children[job_id] = child
-        self.by_pid[pid] = child
-        self.send_frame(frame_of('{"op":"started","job_id":%s,"pid":%d}' % (json_str(job_id), pid)))
+        self.peak = max(self.peak, len(self.children))
+        self.send_frame(frame_of('{"op":"started","job_id":%s,"pid":%d}'
+                                 % (json_str(job_id), child.pid)))
+
+    def hand_off(self, child, data):
+        """Write the job frame to the child's job pipe without blocking, then close it;
+        what does not fit now is written as the pipe drains (on_job_pipe)."""
+        view = write_some(child.job_fd, memoryview(data))
+        if view:
+            child.outbox = view
+            self.watch(child.job_fd, self.on_job_pipe, child, select.EPOLLOUT)
+        else:
+            self.close_job_pipe(child)
+
+    def on_job_pipe(self, fd, _events, child):
+        child.outbox = write_some(fd, child.outbox)
+        if not child.outbox:
+            self.close_job_pipe(child)
+
+    def close_job_pipe(self, child):
+        self.close_fd(child.job_fd)
+        child.job_fd = child.outbox = None
 
     def fds_for_child_to_close(self):
         """Everything of the host's a child must not hold (called in the child)."""
-        fds = [self.proto_in, self.proto_out, self.wake_r, self.wake_w, self.sel.fileno()]
-        for child in self.children.values():
+        fds = [self.proto_in, self.proto_out, self.wake_r, self.wake_w, self.ep.fileno()]
+        for child in self.by_pid.values():  # spares and running jobs
             fds.extend(child.fds())
+        for child in self.children.values():
+            if child.leader_exited:  # reaped, its group not yet empty
+                fds.extend(child.fds())
         return fds
 
     # -- children's pipes ----------------------------------------------------------------
 
-    def on_result(self, fd, child):
+    def on_result(self, fd, _events, child):
         self.read_result(child)
 
     def read_result(self, child, max_reads=16):
@@ -1043,7 +1227,7 @@ class Host:
                 return
             child.result.feed(data)
 
-    def on_output(self, fd, child):
+    def on_output(self, fd, _events, child):
         for stream in child.streams:
             if stream.fd == fd:
                 self.read_output(child, stream)
@@ -1109,39 +1293,20 @@ class Host:
         self.send_frame(frame_of('{"op":"output","job_id":%s,"stream":"%s","text":%s}' % (
             json_str(child.job_id), stream.name, json_str(bytes(line).decode('utf-8', 'replace')))))
 
-    def close_fd(self, fd):
-        try:
-            self.sel.unregister(fd)
-        except (KeyError, ValueError):
-            pass
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-
     # -- reaping -------------------------------------------------------------------------
 
-    def on_wakeup(self, fd, _child):
+    def on_wakeup(self, fd, _events, _child):
         try:
             while os.read(fd, 4096):
                 pass
         except BlockingIOError:
             pass
-        self.check_children()
+        self.reap_children()
 
-    def check_children(self):
-        """Find exited leaders (without reaping), then handle each; reap stray orphans."""
-        for child in list(self.by_pid.values()):
-            try:
-                info = os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                info = True  # not waitable any more: handle as exited, status unknown
-            if info is not None:
-                self.on_leader_exit(child)
-        self.reap_orphans()
-
-    def reap_orphans(self):
-        """The host is a child subreaper: reap processes of jobs orphaned to it."""
+    def reap_children(self):
+        """Every exited child, one waitid at a time (without reaping): a leader is handled
+        by on_leader_exit; anything else is a process of a job orphaned to the host (a
+        child subreaper) and is reaped here."""
         while True:
             try:
                 info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
@@ -1168,11 +1333,21 @@ class Host:
             _, child.status = os.waitpid(child.pid, 0)
         except ChildProcessError:
             child.status = None
-        if group_alive(child.pid):
+        if child.job_id is None:
+            self.retire_spare(child)
+        elif group_alive(child.pid):
             child.group_deadline = time.monotonic() + GROUP_WAIT_CAP
             child.group_timer = self.timers.add(child.group_delay, lambda: self.poll_group(child))
         else:
             self.finish(child)
+
+    def retire_spare(self, child):
+        """A spare died before it had a job (the OOM killer, a stray signal): forget it."""
+        if child in self.spares:
+            self.spares.remove(child)
+        for fd in child.fds():
+            self.close_fd(fd)
+        child.finished = True
 
     def poll_group(self, child):
         child.group_timer = None
@@ -1210,7 +1385,7 @@ class Host:
             traceback.print_exc()  # and still answer: a job must never miss its done
         for fd in child.fds():
             self.close_fd(fd)
-        child.result_fd = None
+        child.job_fd = child.outbox = child.result_fd = None
         for stream in child.streams:
             stream.fd = None
         child.finished = True
@@ -1247,21 +1422,62 @@ class Host:
     # -- shutdown ------------------------------------------------------------------------
 
     def shutdown(self, exit_code):
-        """EOF (or a broken stream): SIGKILL every job's group, reap them, exit."""
-        for child in list(self.children.values()):
+        """EOF (or a broken stream): SIGKILL the group of every job and spare, reap them,
+        exit."""
+        everyone = list(self.children.values()) + self.spares
+        for child in everyone:
             signal_group(child.pid, signal.SIGKILL)
-        for child in list(self.children.values()):
+        for child in everyone:
             if child.pid in self.by_pid:
                 try:
                     os.waitpid(child.pid, 0)
                 except ChildProcessError:
                     pass
         deadline = time.monotonic() + 2.0
-        for child in list(self.children.values()):
+        for child in everyone:
             while group_alive(child.pid) and time.monotonic() < deadline:
                 signal_group(child.pid, signal.SIGKILL)
                 time.sleep(0.002)
         os._exit(exit_code)
+
+
+def open_pipes(n):
+    """n new pipes, (read fd, write fd) each; none left open if one cannot be made."""
+    pipes = []
+    try:
+        for _ in range(n):
+            pipes.append(os.pipe())
+    except BaseException:
+        close_pipes(pipes)
+        raise
+    return pipes
+
+
+def close_pipes(pipes):
+    for pair in pipes:
+        for fd in pair:
+            os.close(fd)
+
+
+def write_some(fd, view):
+    """Write a memoryview to a non-blocking fd until it would block; returns what is left
+    (empty once all is written, or when the reader is gone)."""
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BlockingIOError:
+        pass
+    except OSError:
+        return view[:0]  # the child is gone: its exit is handled as a crash
+    return view
+
+
+def exited(pid):
+    """Has this child of ours exited (or is it not ours to wait for)? Does not reap."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def signal_group(pgid, sig):
@@ -1334,11 +1550,7 @@ def main():
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
 
     def fatal(message):
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
+        flush_std_streams()
         try:
             write_all(proto_out, encode_frame({'op': 'fatal', 'error': one_line(message)}))
         except OSError:
