@@ -907,3 +907,101 @@ fn a_worker_key_recreated_by_a_completion_is_registered_again() {
         w.logs()
     );
 }
+
+/// Python jobs follow the master too: the Python task host was started against the first
+/// master, but after `SENTINEL FAILOVER` a Python job's own connection (its `job.meta`,
+/// the job it enqueues from inside) goes to the new master.
+#[test]
+fn python_jobs_follow_the_master_after_a_failover() {
+    let s = Sentinels::start();
+    let cfg = format!(
+        "{}\n[worker]\nconcurrency = 2\nheartbeat_secs = 1\nmaintenance_secs = 1\n\n\
+         [python]\ncommand = [{}]\npath = [{}]\npreload = [\"hosttasks\"]\nfunctions = [\"hosttasks.*\"]\n",
+        s.redis_toml(0),
+        serde_json::to_string(Py::Rq3.python().to_str().unwrap()).unwrap(),
+        serde_json::to_string(repo_root().join("tests/py").to_str().unwrap()).unwrap(),
+    );
+    let w = WorkerCmd::new(&s.master)
+        .args(&["--queues", "pyfo", "--name", "pw"])
+        .config(&cfg)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .spawn();
+    s.master.wait_worker("pw-1");
+    let enqueue_on = |port: u16, id: &str| {
+        let code = format!(
+            "import redis\nfrom rq import Queue\n\
+             q = Queue('pyfo', connection=redis.Redis(port={port}, db=9))\n\
+             q.enqueue('hosttasks.current_job_meta', 'pyfo-child', job_id='{id}')\n"
+        );
+        let out = std::process::Command::new(Py::Rq3.python())
+            .args(["-c", &code])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let finished = |port: u16, id: &str| {
+        let st: Option<String> = redis::cmd("HGET")
+            .arg(format!("rq:job:{id}"))
+            .arg("status")
+            .query(&mut conn_at_db(port, 9))
+            .unwrap_or(None);
+        st.as_deref() == Some("finished")
+    };
+    enqueue_on(s.master.port, "before");
+    wait_until("the first Python job to finish on the first master", || {
+        finished(s.master.port, "before")
+    });
+    let ok: String = redis::cmd("SENTINEL")
+        .arg("failover")
+        .arg(MASTER)
+        .query(&mut conn_at(s.sentinels[0].port))
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let new_port = s.replica.port;
+    wait_until("the sentinels to name the replica", || {
+        s.named_master() == Some(new_port)
+    });
+    wait_until("the worker to log the switch", || {
+        w.logs().contains("redis master is now")
+    });
+    enqueue_on(new_port, "after");
+    wait_for("the Python job to finish on the new master", || {
+        finished(new_port, "after").then_some(())
+    });
+    // Read through rq on the new master: what the job itself wrote is there.
+    let code = format!(
+        "import json, redis\nfrom rq import Queue\nfrom rq.job import Job\n\
+         conn = redis.Redis(port={new_port}, db=9)\n\
+         j = Job.fetch('after', connection=conn)\n\
+         child = j.return_value()['enqueued']\n\
+         print(json.dumps([j.meta.get('seen_id'), child in Queue('pyfo-child', connection=conn).job_ids]))\n"
+    );
+    let out = std::process::Command::new(Py::Rq3.python())
+        .args(["-c", &code])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        w.logs()
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen,
+        serde_json::json!(["after", true]),
+        "the job's save_meta() and its enqueue reached the new master\n{}",
+        w.logs()
+    );
+}
+
+fn conn_at_db(port: u16, db: u16) -> redis::Connection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/{db}"))
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .unwrap_or_else(|e| panic!("connect to 127.0.0.1:{port}/{db}: {e}"))
+}

@@ -386,6 +386,28 @@ class SharedHostTests(HostTestCase):
         self.assertIn(rv['enqueued'], other.job_ids)
         self.assertEqual(Job.fetch(rv['enqueued'], connection=self.conn).args, (20, 22))
 
+    def test_run_frame_redis_url_moves_the_job_to_another_master(self):
+        """After a Sentinel switch the worker sends the new master's URL in the frame: the
+        job's connection (meta, enqueues) goes there, not to the init frame's server."""
+        job = self.queue.enqueue('hosttasks.current_job_meta', 'hosttest-moved')
+        moved_db = DB + 1
+        moved = redis.Redis(host='127.0.0.1', port=REDIS.port, db=moved_db)
+        moved.flushdb()
+        # The "new master" holds the same job (a replica promoted with it).
+        moved.hset(job.key, mapping=self.conn.hgetall(job.key))
+        url = 'redis://127.0.0.1:%d/%d' % (REDIS.port, moved_db)
+        done = self.run_job(job, redis_url=url)
+        self.assertEqual(done['outcome'], 'ok', done)
+        rv = pickle.loads(unb64(done['return_value']))
+        self.assertIn(rv['enqueued'], Queue('hosttest-moved', connection=moved).job_ids)
+        self.assertEqual(Queue('hosttest-moved', connection=self.conn).job_ids, [])
+        self.assertEqual(Job.fetch(job.id, connection=moved).meta['progress'], 42)
+        # The next frame without a redis_url uses the init frame's server again.
+        job2 = self.queue.enqueue('hosttasks.current_job_meta', 'hosttest-moved')
+        done = self.run_job(job2)
+        rv = pickle.loads(unb64(done['return_value']))
+        self.assertIn(rv['enqueued'], Queue('hosttest-moved', connection=self.conn).job_ids)
+
     def test_exception_is_failed_with_rq_traceback(self):
         done = self.run_job(self.queue.enqueue('hosttasks.boom'))
         self.assertEqual(done['outcome'], 'failed')

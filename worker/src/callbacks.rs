@@ -178,6 +178,7 @@ impl Callbacks {
             timeout: wanted.timeout.map(|t| t.as_secs()),
             return_value: return_value.map(str::to_string),
             exc_string: failure.map(str::to_string),
+            redis_url: None,
         };
         // The host enforces the callback's timeout in the child; this bound only guards
         // against a child that ignores it.

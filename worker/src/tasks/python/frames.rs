@@ -50,6 +50,10 @@ pub struct RunJob {
     /// Seconds; `None`: no limit.
     pub timeout: Option<u64>,
     pub env: BTreeMap<String, String>,
+    /// The Redis URL for this job's process when it is no longer the `init` frame's
+    /// (Sentinel named another master since the host started).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
 }
 
 /// A callback to run in a child of its own (stopped callbacks; callbacks of jobs that did
@@ -64,6 +68,9 @@ pub struct RunCallback {
     pub timeout: Option<u64>,
     pub return_value: Option<String>,
     pub exc_string: Option<String>,
+    /// As [`RunJob::redis_url`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
 }
 
 /// host → worker.

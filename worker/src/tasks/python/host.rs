@@ -94,6 +94,11 @@ pub struct PythonHost {
     metrics: OnceLock<Arc<Metrics>>,
     shutdown: Shutdown,
     supervisor: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// For the master's URL after a Sentinel switch.
+    config: Config,
+    /// The master generation the jobs' URL is for, and that URL when it is no longer
+    /// the `init` frame's.
+    master: tokio::sync::Mutex<(u64, Option<String>)>,
 }
 
 /// What the `init` frame carries.
@@ -131,6 +136,7 @@ impl PythonHost {
         shutdown: Shutdown,
     ) -> Result<Arc<PythonHost>, HostError> {
         let script = write_script()?;
+        let generation = runq_common::connect::master_generation();
         let redis_url = runq_common::connect::current_url(config, config.redis.db.rq)
             .await
             .map_err(|e| HostError::Protocol(e.to_string()))?;
@@ -158,6 +164,8 @@ impl PythonHost {
             jobs: Mutex::default(),
             metrics: OnceLock::new(),
             shutdown,
+            config: config.clone(),
+            master: tokio::sync::Mutex::new((generation, None)),
             supervisor: Mutex::new(None),
         });
         let first = host.launch().await?;
@@ -477,22 +485,42 @@ impl PythonHost {
     /// child's group, and the call returns once the host has reaped it.
     pub async fn run(
         &self,
-        job: RunJob,
+        mut job: RunJob,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<Done, TaskError> {
         let id = job.job_id.clone();
+        job.redis_url = self.moved_url().await;
         self.send_and_wait(id, ToHost::Run(job), cancel).await
     }
 
     /// Runs one of a job's callbacks in a child of its own.
     pub async fn callback(
         &self,
-        callback: RunCallback,
+        mut callback: RunCallback,
         cancel: &tokio_util::sync::CancellationToken,
     ) -> Result<Done, TaskError> {
         let id = callback.job_id.clone();
+        callback.redis_url = self.moved_url().await;
         self.send_and_wait(id, ToHost::Callback(callback), cancel)
             .await
+    }
+
+    /// The master's URL for a job's process when Sentinel named another master since the
+    /// host started (looked up once per switch); `None` while the `init` frame's holds.
+    async fn moved_url(&self) -> Option<String> {
+        let generation = runq_common::connect::master_generation();
+        let mut master = self.master.lock().await;
+        if master.0 != generation {
+            match runq_common::connect::current_url(&self.config, self.config.redis.db.rq).await {
+                Ok(url) => {
+                    *master = (generation, (url != self.init.redis_url).then_some(url));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot look up the Redis master for Python jobs; they keep the last one");
+                }
+            }
+        }
+        master.1.clone()
     }
 
     async fn send_and_wait(

@@ -80,6 +80,7 @@ fn run_frame(call: &TaskCall) -> RunJob {
         worker_name: job.worker.clone(),
         timeout: call.timeout_secs,
         env,
+        redis_url: None,
     }
 }
 

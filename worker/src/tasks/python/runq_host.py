@@ -441,14 +441,14 @@ def warm_up_round(cfg, timeout):
     'localhost'.encode('idna')
 
 
-def redis_client(cfg):
+def redis_client(cfg, url=None):
     kwargs = {}
     if cfg.redis_ca_file:
         kwargs['ssl_ca_certs'] = cfg.redis_ca_file
     driver_info = default_driver_info(cfg.rq.redis)
     if driver_info is not None:
         kwargs['driver_info'] = driver_info
-    return cfg.rq.redis.Redis.from_url(cfg.redis_url, **kwargs)
+    return cfg.rq.redis.Redis.from_url(url or cfg.redis_url, **kwargs)
 
 
 def default_driver_info(redis):
@@ -531,10 +531,15 @@ def setup_job_env(frame):
             os.environ[str(k)] = '' if v is None else str(v)
 
 
-def child_connection(cfg):
+def child_connection(cfg, frame):
     """The child's Redis client (the host's unused one, now this process's own; it
-    connects on its first command)."""
-    conn = cfg.client
+    connects on its first command), or one for the frame's `redis_url` when the worker
+    says the master moved (Sentinel) since the init frame."""
+    moved = frame.get('redis_url')
+    if isinstance(moved, str) and moved and moved != cfg.redis_url:
+        conn = redis_client(cfg, moved)
+    else:
+        conn = cfg.client
     if conn is None:
         conn = redis_client(cfg)
     if cfg.rq.push_connection is not None:
@@ -609,7 +614,7 @@ def run_job(cfg, frame):
     returns the result dict for the result frame."""
     api = cfg.rq
     serializer = api.serializer(frame.get('serializer'))
-    job = restore_job(cfg, frame, child_connection(cfg), serializer)
+    job = restore_job(cfg, frame, child_connection(cfg, frame), serializer)
     return perform_job(api, job, serializer, timeout_seconds(frame.get('timeout')), cfg.before_job)
 
 
@@ -659,7 +664,7 @@ def run_callback(cfg, frame):
     api = cfg.rq
     kind = frame.get('kind')
     serializer = api.serializer(frame.get('serializer'))
-    conn = child_connection(cfg)
+    conn = child_connection(cfg, frame)
     job = restore_job(cfg, frame, conn, serializer)
     try:
         callback = getattr(job, '%s_callback' % kind)
