@@ -140,6 +140,39 @@ impl Callbacks {
         return_value: Option<&str>,
         failure: Option<&str>,
     ) -> Result<(), TaskError> {
+        self.run_as(hash, wanted, serializer, return_value, failure, false)
+            .await
+    }
+
+    /// The failure callback of a job maintenance failed as abandoned, with RQ's
+    /// arguments (`AbandonedJobError`, `AbandonedJobError()`, `None`; a Rust callback gets
+    /// the text `AbandonedJobError`).
+    pub async fn run_abandoned(
+        &self,
+        hash: &JobHash,
+        wanted: &Wanted,
+        serializer: SerializerKind,
+    ) -> Result<(), TaskError> {
+        self.run_as(
+            hash,
+            wanted,
+            serializer,
+            None,
+            Some("AbandonedJobError"),
+            true,
+        )
+        .await
+    }
+
+    async fn run_as(
+        &self,
+        hash: &JobHash,
+        wanted: &Wanted,
+        serializer: SerializerKind,
+        return_value: Option<&str>,
+        failure: Option<&str>,
+        abandoned: bool,
+    ) -> Result<(), TaskError> {
         if let Some(cb) = self.rust.get(&wanted.name) {
             let call = CallbackCall {
                 kind: wanted.kind,
@@ -178,6 +211,7 @@ impl Callbacks {
             timeout: wanted.timeout.map(|t| t.as_secs()),
             return_value: return_value.map(str::to_string),
             exc_string: failure.map(str::to_string),
+            abandoned,
             redis_url: None,
         };
         // The host enforces the callback's timeout in the child; this bound only guards

@@ -91,10 +91,9 @@ impl Followups {
             None => (Default::default(), ""),
         };
         if let Some(wanted) = callbacks::wanted(hash, CallbackKind::Failure) {
-            let why = "AbandonedJobError";
             if let Err(e) = self
                 .callbacks
-                .run(hash, &wanted, serializer, None, Some(why))
+                .run_abandoned(hash, &wanted, serializer)
                 .await
             {
                 tracing::warn!(job = %hash.id, error = %runq_common::echo::clip(&e.to_string(), 500), "the abandoned job's failure callback failed");

@@ -68,6 +68,10 @@ pub struct RunCallback {
     pub timeout: Option<u64>,
     pub return_value: Option<String>,
     pub exc_string: Option<String>,
+    /// A failure callback for a job abandoned by its worker: RQ's cleanup passes
+    /// `(AbandonedJobError, AbandonedJobError(), None)`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub abandoned: bool,
     /// As [`RunJob::redis_url`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,

@@ -198,6 +198,7 @@ class RqApi:
     def __init__(self):
         import redis
         import rq
+        import rq.exceptions
         import rq.job
         import rq.serializers
         import rq.timeouts
@@ -220,6 +221,7 @@ class RqApi:
         }
         self.DeathPenalty = rq.timeouts.UnixSignalDeathPenalty
         self.JobTimeoutException = rq.timeouts.JobTimeoutException
+        self.AbandonedJobError = getattr(rq.exceptions, 'AbandonedJobError', Exception)
         self.utcparse = rq.utils.utcparse
         # rq 1.x stamps naive UTC datetimes (utcnow), rq 3 aware ones (now).
         self.now = getattr(rq.utils, 'utcnow', None) or rq.utils.now
@@ -678,6 +680,10 @@ def run_callback(cfg, frame):
         if kind == 'success':
             rv = frame.get('return_value')
             args = (serializer.loads(base64.b64decode(rv)) if rv is not None else None,)
+        elif kind == 'failure' and frame.get('abandoned'):
+            # rq's StartedJobRegistry.cleanup for a job whose worker died.
+            abandoned = api.AbandonedJobError
+            args = (abandoned, abandoned(), None)
         elif kind == 'failure':
             exc = Exception(frame.get('exc_string') or '')
             args = (Exception, exc, None)
