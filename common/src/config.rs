@@ -812,6 +812,13 @@ fn valid_prefix(s: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The error `Config::from_toml` gives for `text` read from `q.toml`.
+    fn refusal(text: &str) -> String {
+        Config::from_toml(text, Path::new("q.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn defaults_without_file() {
         let c = Config::default();
@@ -823,9 +830,7 @@ mod tests {
     #[test]
     fn bad_value_names_file_line_and_field() {
         let text = "[worker]\nconcurrency = \"many\"\n";
-        let err = Config::from_toml(text, Path::new("q.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refusal(text);
         assert!(err.starts_with("q.toml:2:"), "{err}");
         assert!(err.contains("concurrency"), "{err}");
     }
@@ -833,9 +838,7 @@ mod tests {
     #[test]
     fn unknown_field_is_refused() {
         let text = "[worker]\nconcurency = 3\n";
-        let err = Config::from_toml(text, Path::new("q.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refusal(text);
         assert!(
             err.contains("q.toml:2") && err.contains("concurency"),
             "{err}"
@@ -845,18 +848,14 @@ mod tests {
     #[test]
     fn semantic_error_names_line() {
         let text = "[worker]\nheartbeat_secs = 5\nconcurrency = 0\n";
-        let err = Config::from_toml(text, Path::new("q.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refusal(text);
         assert_eq!(err, "q.toml:3: worker.concurrency must be at least 1");
     }
 
     #[test]
     fn misconfigured_task_is_named() {
         let text = "[tasks.\"a.b\"]\nhandler = \"exec\"\n";
-        let err = Config::from_toml(text, Path::new("q.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = refusal(text);
         assert!(
             err.contains("task `a.b`") && err.contains("command"),
             "{err}"

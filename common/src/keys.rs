@@ -23,101 +23,67 @@ impl Keys {
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
-    pub fn queues(&self) -> String {
-        format!("{}:queues", self.prefix)
-    }
-    pub fn queue(&self, q: &str) -> String {
-        format!("{}:queue:{q}", self.prefix)
-    }
+}
+
+/// One builder per key: `name => "suffix"` is `<prefix>:suffix`, and
+/// `name(arg) => "before", "after"` is `<prefix>:before<arg>after`.
+macro_rules! key_builders {
+    ($($(#[$doc:meta])* $name:ident $(($arg:ident))? => $before:literal $(, $after:literal)?;)*) => {
+        impl Keys {
+            $(
+                $(#[$doc])*
+                pub fn $name(&self $(, $arg: &str)?) -> String {
+                    let mut key = format!("{}:{}", self.prefix, $before);
+                    $(key.push_str($arg);)?
+                    $(key.push_str($after);)?
+                    key
+                }
+            )*
+        }
+    };
+}
+
+key_builders! {
+    queues => "queues";
+    queue(q) => "queue:";
     /// The prefix that `rq:queues` members carry before the queue name.
-    pub fn queue_key_prefix(&self) -> String {
-        format!("{}:queue:", self.prefix)
-    }
-    pub fn intermediate(&self, q: &str) -> String {
-        format!("{}:queue:{q}:intermediate", self.prefix)
-    }
-    pub fn job(&self, id: &str) -> String {
-        format!("{}:job:{id}", self.prefix)
-    }
-    pub fn dependents(&self, id: &str) -> String {
-        format!("{}:job:{id}:dependents", self.prefix)
-    }
+    queue_key_prefix => "queue:";
+    intermediate(q) => "queue:", ":intermediate";
+    job(id) => "job:";
+    dependents(id) => "job:", ":dependents";
     /// RQ's dependencies key, with its double colon.
-    pub fn dependencies(&self, id: &str) -> String {
-        format!("{}:job::{id}:dependencies", self.prefix)
-    }
-    pub fn results(&self, id: &str) -> String {
-        format!("{}:results:{id}", self.prefix)
-    }
-    pub fn started(&self, q: &str) -> String {
-        format!("{}:wip:{q}", self.prefix)
-    }
-    pub fn finished(&self, q: &str) -> String {
-        format!("{}:finished:{q}", self.prefix)
-    }
-    pub fn failed(&self, q: &str) -> String {
-        format!("{}:failed:{q}", self.prefix)
-    }
-    pub fn deferred(&self, q: &str) -> String {
-        format!("{}:deferred:{q}", self.prefix)
-    }
-    pub fn scheduled(&self, q: &str) -> String {
-        format!("{}:scheduled:{q}", self.prefix)
-    }
-    pub fn canceled(&self, q: &str) -> String {
-        format!("{}:canceled:{q}", self.prefix)
-    }
-    pub fn workers(&self) -> String {
-        format!("{}:workers", self.prefix)
-    }
-    pub fn queue_workers(&self, q: &str) -> String {
-        format!("{}:workers:{q}", self.prefix)
-    }
-    pub fn worker(&self, name: &str) -> String {
-        format!("{}:worker:{name}", self.prefix)
-    }
-    pub fn worker_key_prefix(&self) -> String {
-        format!("{}:worker:", self.prefix)
-    }
-    pub fn worker_executions(&self, name: &str) -> String {
-        format!("{}:worker:{name}:executions", self.prefix)
-    }
-    pub fn pubsub(&self, worker: &str) -> String {
-        format!("{}:pubsub:{worker}", self.prefix)
-    }
-    pub fn suspended(&self) -> String {
-        format!("{}:suspended", self.prefix)
-    }
+    dependencies(id) => "job::", ":dependencies";
+    results(id) => "results:";
+    started(q) => "wip:";
+    finished(q) => "finished:";
+    failed(q) => "failed:";
+    deferred(q) => "deferred:";
+    scheduled(q) => "scheduled:";
+    canceled(q) => "canceled:";
+    workers => "workers";
+    queue_workers(q) => "workers:";
+    worker(name) => "worker:";
+    worker_key_prefix => "worker:";
+    worker_executions(name) => "worker:", ":executions";
+    pubsub(worker) => "pubsub:";
+    suspended => "suspended";
+    executions(id) => "executions:";
+    scheduler_lock(q) => "scheduler-lock:";
+    clean_registries(q) => "clean_registries:";
+    scheduler(name) => "scheduler:";
+    /// runq's own: when a runq process last beat (Redis clock), for stall detection.
+    clock => "runq:clock";
+    /// runq's own: the periodic jobs' state (name → JSON with `next`, `last`, ...).
+    cron => "runq:cron";
+    /// runq's own: the lock of the process that fires periodic jobs.
+    cron_lock => "runq:cron-lock";
+    /// runq's own: until when abandoned-job recovery waits after a Redis stall.
+    stall => "runq:stall-until";
+}
+
+impl Keys {
     pub fn execution(&self, id: &str, exec: &str) -> String {
         format!("{}:execution:{id}:{exec}", self.prefix)
-    }
-    pub fn executions(&self, id: &str) -> String {
-        format!("{}:executions:{id}", self.prefix)
-    }
-    pub fn scheduler_lock(&self, q: &str) -> String {
-        format!("{}:scheduler-lock:{q}", self.prefix)
-    }
-    pub fn clean_registries(&self, q: &str) -> String {
-        format!("{}:clean_registries:{q}", self.prefix)
-    }
-    pub fn scheduler(&self, name: &str) -> String {
-        format!("{}:scheduler:{name}", self.prefix)
-    }
-    /// runq's own: when a runq process last beat (Redis clock), for stall detection.
-    pub fn clock(&self) -> String {
-        format!("{}:runq:clock", self.prefix)
-    }
-    /// runq's own: the periodic jobs' state (name → JSON with `next`, `last`, ...).
-    pub fn cron(&self) -> String {
-        format!("{}:runq:cron", self.prefix)
-    }
-    /// runq's own: the lock of the process that fires periodic jobs.
-    pub fn cron_lock(&self) -> String {
-        format!("{}:runq:cron-lock", self.prefix)
-    }
-    /// runq's own: until when abandoned-job recovery waits after a Redis stall.
-    pub fn stall(&self) -> String {
-        format!("{}:runq:stall-until", self.prefix)
     }
 }
 
@@ -146,6 +112,9 @@ mod tests {
         assert_eq!(k.dependencies("a"), "rq:job::a:dependencies");
         assert_eq!(k.started("q"), "rq:wip:q");
         assert_eq!(Keys::new("x").worker("w"), "x:worker:w");
+        assert_eq!(k.queues(), "rq:queues");
+        assert_eq!(k.worker_executions("w"), "rq:worker:w:executions");
+        assert_eq!(k.execution("j", "e"), "rq:execution:j:e");
     }
 
     #[test]

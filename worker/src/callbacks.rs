@@ -122,6 +122,29 @@ pub struct Callbacks {
     python: Option<Arc<PythonHost>>,
 }
 
+/// What a callback is told of the job's end.
+#[derive(Clone, Copy, Default)]
+pub struct CallbackArgs<'a> {
+    /// Base64 of the serialized return value (a success callback).
+    pub return_value: Option<&'a str>,
+    /// The failure text (a failure callback).
+    pub failure: Option<&'a str>,
+    /// A job maintenance failed as abandoned: RQ's arguments are `AbandonedJobError`,
+    /// `AbandonedJobError()` and `None` (a Rust callback gets the text `AbandonedJobError`).
+    pub abandoned: bool,
+}
+
+impl CallbackArgs<'_> {
+    /// The failure callback's arguments for an abandoned job.
+    pub fn abandoned() -> CallbackArgs<'static> {
+        CallbackArgs {
+            return_value: None,
+            failure: Some("AbandonedJobError"),
+            abandoned: true,
+        }
+    }
+}
+
 impl Callbacks {
     pub fn new(
         rust: HashMap<String, Arc<dyn Callback>>,
@@ -130,49 +153,19 @@ impl Callbacks {
         Callbacks { rust, python }
     }
 
-    /// Runs `wanted` for the job `hash` under its timeout. `return_value` (base64 of the
-    /// serialized value) is for a success callback, `failure` for a failure callback.
+    /// Runs `wanted` for the job `hash` under its timeout, telling it `args`.
     pub async fn run(
         &self,
         hash: &JobHash,
         wanted: &Wanted,
         serializer: SerializerKind,
-        return_value: Option<&str>,
-        failure: Option<&str>,
+        args: CallbackArgs<'_>,
     ) -> Result<(), TaskError> {
-        self.run_as(hash, wanted, serializer, return_value, failure, false)
-            .await
-    }
-
-    /// The failure callback of a job maintenance failed as abandoned, with RQ's
-    /// arguments (`AbandonedJobError`, `AbandonedJobError()`, `None`; a Rust callback gets
-    /// the text `AbandonedJobError`).
-    pub async fn run_abandoned(
-        &self,
-        hash: &JobHash,
-        wanted: &Wanted,
-        serializer: SerializerKind,
-    ) -> Result<(), TaskError> {
-        self.run_as(
-            hash,
-            wanted,
-            serializer,
-            None,
-            Some("AbandonedJobError"),
-            true,
-        )
-        .await
-    }
-
-    async fn run_as(
-        &self,
-        hash: &JobHash,
-        wanted: &Wanted,
-        serializer: SerializerKind,
-        return_value: Option<&str>,
-        failure: Option<&str>,
-        abandoned: bool,
-    ) -> Result<(), TaskError> {
+        let CallbackArgs {
+            return_value,
+            failure,
+            abandoned,
+        } = args;
         if let Some(cb) = self.rust.get(&wanted.name) {
             let call = CallbackCall {
                 kind: wanted.kind,

@@ -4,7 +4,7 @@
 //! abandoned — the failure callback RQ's cleanup runs (`AbandonedJobError`) and their
 //! `failed` webhooks.
 
-use crate::callbacks::{self, CallbackKind, Callbacks};
+use crate::callbacks::{self, CallbackArgs, CallbackKind, Callbacks};
 use crate::job::Job;
 use crate::webhooks::{self, Event, Webhooks};
 use runq_common::connect::SharedConnection;
@@ -93,7 +93,7 @@ impl Followups {
         if let Some(wanted) = callbacks::wanted(hash, CallbackKind::Failure) {
             if let Err(e) = self
                 .callbacks
-                .run_abandoned(hash, &wanted, serializer)
+                .run(hash, &wanted, serializer, CallbackArgs::abandoned())
                 .await
             {
                 tracing::warn!(job = %hash.id, error = %runq_common::echo::clip(&e.to_string(), 500), "the abandoned job's failure callback failed");

@@ -10,7 +10,7 @@
 
 use super::deadline::{self, Cause};
 use super::LayerContext;
-use crate::callbacks::{self, CallbackKind};
+use crate::callbacks::{self, CallbackArgs, CallbackKind};
 use crate::job::Job;
 use crate::runstate::RunState;
 use crate::tasks::table::Resolved;
@@ -37,8 +37,11 @@ pub async fn wrap(
                 &job.hash,
                 &wanted,
                 serializer,
-                rv.as_deref(),
-                failure.as_deref(),
+                CallbackArgs {
+                    return_value: rv.as_deref(),
+                    failure: failure.as_deref(),
+                    abandoned: false,
+                },
             )
             .await
     };

@@ -506,9 +506,10 @@ def setup_child(host, w_out, w_err):
         pass
 
 
-def read_job(fd):
-    """The job frame's body from the host (blocking), or None when the host closed the
-    job pipe without handing a job (it is shutting down, or the spare is retired)."""
+def read_body(fd):
+    """One frame's body from fd (blocking), or None when fd reached EOF before a whole
+    frame: for a child's job pipe, the host closed it without handing a job (it is
+    shutting down, or the spare is retired)."""
     reader = FrameReader()
     while True:
         body = reader.next_body()
@@ -738,7 +739,7 @@ def child_result_frame(host, r_job, w_out, w_err):
         setup_child(host, w_out, w_err)
     except:  # noqa: E722 -- reported as the job's failure once the job is here
         setup_failure = failed_result(api, sys.exc_info())
-    body = read_job(r_job)
+    body = read_body(r_job)
     os.close(r_job)
     if body is None:
         return None
@@ -1532,15 +1533,10 @@ def rss_bytes():
 
 
 def read_init_frame(fd):
-    reader = FrameReader()
-    while True:
-        body = reader.next_body()
-        if body is not None:
-            return body
-        data = os.read(fd, READ_CHUNK)
-        if not data:
-            raise StreamBroken('EOF before the init frame', exit_code=0)
-        reader.feed(data)
+    body = read_body(fd)
+    if body is None:
+        raise StreamBroken('EOF before the init frame', exit_code=0)
+    return body
 
 
 def main():
