@@ -33,10 +33,7 @@ macro_rules! key_builders {
             $(
                 $(#[$doc])*
                 pub fn $name(&self $(, $arg: &str)?) -> String {
-                    let mut key = format!("{}:{}", self.prefix, $before);
-                    $(key.push_str($arg);)?
-                    $(key.push_str($after);)?
-                    key
+                    [self.prefix.as_str(), ":", $before $(, $arg)? $(, $after)?].concat()
                 }
             )*
         }
