@@ -14,6 +14,7 @@
 #     Wall time includes each worker's start-up. Sizes: PY_LIGHT_JOBS (2000),
 #     PY_HEAVY_JOBS (2000; runq and SimpleWorker), PY_HEAVY_FORK_JOBS (40; forking Worker).
 # Usage: bench/compare.sh [JOBS] [CONCURRENCY]   (release build; needs .venv/rq3)
+#        SECTIONS="1 4" bench/compare.sh          (only those sections; default all four)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${1:-10000}
@@ -29,13 +30,16 @@ redis-server --port "$PORT" --save "" --appendonly no --dir "$DIR" --daemonize y
 trap 'kill $(cat "$DIR/redis.pid") 2>/dev/null; rm -rf "$DIR"' EXIT
 export REDIS_URL="redis://127.0.0.1:$PORT"
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+SECTIONS=${SECTIONS:-1 2 3 4}
+wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
+COST="$PY bench/redis_cost.py"
 echo "bench: redis-server $(redis-server --version | awk '{print $3}') on port $PORT, $(nproc) cores"
 
+if wants 1; then
 runq_out=$($BIN/runq bench --jobs "$JOBS" --concurrency "$CONC" --queue bench-runq)
 echo "$runq_out" | sed 's/^/runq:   /'
 runq_rate=$(echo "$runq_out" | tail -1 | sed -E 's/.*= ([0-9]+) jobs\/s/\1/')
 
-COST="$PY bench/redis_cost.py"
 $COST snap "$PORT" "$DIR/cost.json"
 PYTHONPATH=contrib/python "$PY" - "$PORT" "$JOBS" <<'PYEOF'
 import sys, time, redis
@@ -59,6 +63,8 @@ py_rate=$(python3 -c "print(round($py_done/($t1-$t0)))")
 echo "python: worker cost: $($COST diff "$PORT" "$DIR/cost.json" "$py_done")"
 echo "python: rq worker --burst -w rq.worker.SimpleWorker: $py_done jobs finished in $(python3 -c "print(round($t1-$t0,2))") s = $py_rate jobs/s"
 echo "worker throughput ratio runq/python: $(python3 -c "print(round($runq_rate/$py_rate,1))")x"
+fi
+if wants 2; then
 
 python3 -c "
 import json
@@ -84,6 +90,8 @@ PYEOF
 )
 echo "python: Queue.enqueue_many in pipelines of 2000: $BATCH jobs at $pb jobs/s; cost: $($COST diff "$PORT" "$DIR/cost.json" "$BATCH")"
 echo "batch enqueue ratio runq/python: $(python3 -c "print(round($rb/$pb,1))")x"
+fi
+if wants 3; then
 
 # 3. NoDb locks: runq's acquire (one script) and compare-and-delete release, against
 #    wepppy's own lock()/unlock() protocol (SET NX EX + HSET; GET, DEL, HSET) in Python.
@@ -114,6 +122,8 @@ def pct(xs, q):
 print(f"python: wepppy lock(): p50 {pct(acq, .5):.0f} µs p99 {pct(acq, .99):.0f} µs; "
       f"unlock(): p50 {pct(rel, .5):.0f} µs p99 {pct(rel, .99):.0f} µs (no renewal exists)")
 PYEOF
+fi
+if wants 4; then
 
 # 4. Python task functions: runq's preloaded fork server vs rq's forking Worker and
 #    SimpleWorker, on the same Redis.
@@ -179,3 +189,4 @@ TOML
   r_simple=$RATE
   echo "python tasks ($MODULE) ratio runq/forking: $(python3 -c "print(round($r_runq/$r_fork,1))")x, runq/SimpleWorker: $(python3 -c "print(round($r_runq/$r_simple,1))")x"
 done
+fi
