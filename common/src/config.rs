@@ -829,16 +829,14 @@ mod tests {
 
     #[test]
     fn bad_value_names_file_line_and_field() {
-        let text = "[worker]\nconcurrency = \"many\"\n";
-        let err = refusal(text);
+        let err = refusal("[worker]\nconcurrency = \"many\"\n");
         assert!(err.starts_with("q.toml:2:"), "{err}");
         assert!(err.contains("concurrency"), "{err}");
     }
 
     #[test]
     fn unknown_field_is_refused() {
-        let text = "[worker]\nconcurency = 3\n";
-        let err = refusal(text);
+        let err = refusal("[worker]\nconcurency = 3\n");
         assert!(
             err.contains("q.toml:2") && err.contains("concurency"),
             "{err}"
@@ -847,15 +845,13 @@ mod tests {
 
     #[test]
     fn semantic_error_names_line() {
-        let text = "[worker]\nheartbeat_secs = 5\nconcurrency = 0\n";
-        let err = refusal(text);
+        let err = refusal("[worker]\nheartbeat_secs = 5\nconcurrency = 0\n");
         assert_eq!(err, "q.toml:3: worker.concurrency must be at least 1");
     }
 
     #[test]
     fn misconfigured_task_is_named() {
-        let text = "[tasks.\"a.b\"]\nhandler = \"exec\"\n";
-        let err = refusal(text);
+        let err = refusal("[tasks.\"a.b\"]\nhandler = \"exec\"\n");
         assert!(
             err.contains("task `a.b`") && err.contains("command"),
             "{err}"

@@ -128,90 +128,89 @@ pub struct OutcomeLabels {
     pub outcome: String,
 }
 
+/// Registers metrics in one registry: each `add` registers a clone (clones share one
+/// value) and hands the metric back for [`Metrics`] to keep.
+struct Registrar<'a>(&'a mut Registry);
+
+impl Registrar<'_> {
+    fn add<M: prometheus_client::registry::Metric + Clone>(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: M,
+    ) -> M {
+        self.0.register(name, help, metric.clone());
+        metric
+    }
+}
+
 impl Metrics {
     /// A registry with every metric; `enabled` is false when no endpoint serves it.
     pub fn new(enabled: bool, labels: Labels) -> Metrics {
         let mut registry = Registry::with_prefix("runq");
-        let jobs = Family::<JobLabels, Counter>::default();
-        registry.register(
+        let mut reg = Registrar(&mut registry);
+        let jobs = reg.add(
             "jobs",
             "Jobs this worker ran, by queue, task and recorded outcome",
-            jobs.clone(),
+            Family::<JobLabels, Counter>::default(),
         );
-        let job_seconds = HistogramFamily::new_with_constructor(job_histogram as fn() -> _);
-        registry.register(
+        let job_seconds = reg.add(
             "job_run_seconds",
             "Run time of jobs (started to outcome recorded), by queue",
-            job_seconds.clone(),
+            HistogramFamily::new_with_constructor(job_histogram as fn() -> _),
         );
-        let wait_seconds = HistogramFamily::new_with_constructor(job_histogram as fn() -> _);
-        registry.register(
+        let wait_seconds = reg.add(
             "job_queue_wait_seconds",
             "Time jobs waited in their queue (enqueued_at to started), by queue",
-            wait_seconds.clone(),
+            HistogramFamily::new_with_constructor(job_histogram as fn() -> _),
         );
-        let queue_depth = Family::<QueueLabels, Gauge>::default();
-        registry.register(
+        let queue_depth = reg.add(
             "queue_depth",
             "Jobs waiting in each queue this worker listens on (LLEN at scrape time)",
-            queue_depth.clone(),
+            Family::<QueueLabels, Gauge>::default(),
         );
-        let busy_slots = Gauge::default();
-        registry.register(
+        let busy_slots = reg.add(
             "busy_slots",
             "Execution slots running a job",
-            busy_slots.clone(),
+            Gauge::default(),
         );
-        let slots = Gauge::default();
-        registry.register("slots", "Execution slots in this process", slots.clone());
-        let lock_waits = Counter::default();
-        registry.register(
+        let slots = reg.add("slots", "Execution slots in this process", Gauge::default());
+        let lock_waits = reg.add(
             "lock_waits",
             "Times a job waited for a NoDb lock held by someone else",
-            lock_waits.clone(),
+            Counter::default(),
         );
-        let lock_wait_seconds = Histogram::new(LOCK_BUCKETS);
-        registry.register(
+        let lock_wait_seconds = reg.add(
             "lock_wait_seconds",
             "Time jobs spent waiting for NoDb locks",
-            lock_wait_seconds.clone(),
+            Histogram::new(LOCK_BUCKETS),
         );
-        let lock_renewals = Counter::default();
-        registry.register(
+        let lock_renewals = reg.add(
             "lock_renewals",
             "NoDb lock TTL renewals by the lock keeper",
-            lock_renewals.clone(),
+            Counter::default(),
         );
-        let lock_losses = Counter::default();
-        registry.register(
+        let lock_losses = reg.add(
             "lock_losses",
             "NoDb locks found lost (expired or taken) while a job held them",
-            lock_losses.clone(),
+            Counter::default(),
         );
-        let python_rss = Gauge::default();
-        registry.register(
+        let python_rss = reg.add(
             "python_host_rss_bytes",
             "Resident memory of the Python task host (without its job children)",
-            python_rss.clone(),
+            Gauge::default(),
         );
-        let python_children = Gauge::default();
-        registry.register(
+        let python_children = reg.add(
             "python_children",
             "Python job processes the task host is running",
-            python_children.clone(),
+            Gauge::default(),
         );
-        let python_restarts = Counter::default();
-        registry.register(
+        let python_restarts = reg.add(
             "python_host_restarts",
             "Times the Python task host died and was started again",
-            python_restarts.clone(),
+            Counter::default(),
         );
-        let webhooks = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "webhooks",
-            "RQ webhooks by outcome: sent, failed (the request failed; the job is unaffected) or dropped (too many waiting)",
-            webhooks.clone(),
-        );
+        let webhooks = reg.add("webhooks", "RQ webhooks by outcome: sent, failed (the request failed; the job is unaffected) or dropped (too many waiting)", Family::<OutcomeLabels, Counter>::default());
         Metrics {
             enabled,
             labels,
