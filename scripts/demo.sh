@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# End-to-end demo: builds runq, finds Redis (or starts a private redis-server on a free
-# port and says so), enqueues a batch of jobs, runs a burst worker over them and prints
+# End-to-end demo: builds runq, uses the Redis at $REDIS_URL when that is set and answers
+# (else starts a private redis-server on a free port and says so: it never writes to a
+# Redis it was not pointed at), enqueues a batch of jobs, runs a burst worker over them and prints
 # `runq info` and a few jobs. Then a WEPP-like NoDb pipeline for three runs (climate,
 # soils and landuse builds, then run_wepp depending on all three) with its status lines,
 # RedisPrep hash and run directory.
@@ -8,16 +9,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --workspace --bins --quiet
 BIN=target/debug
-URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-export REDIS_URL="$URL"
-if ! $BIN/runq info >/dev/null 2>&1; then
+URL="${REDIS_URL:-}"
+if [ -z "$URL" ] || ! REDIS_URL="$URL" $BIN/runq info >/dev/null 2>&1; then
   PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   DIR=$(mktemp -d)
   redis-server --port "$PORT" --save "" --appendonly no --dir "$DIR" --daemonize yes --pidfile "$DIR/redis.pid" >/dev/null
-  trap 'kill $(cat "$DIR/redis.pid") 2>/dev/null; rm -rf "$DIR"' EXIT
+  trap 'kill $(cat "$DIR/redis.pid") 2>/dev/null || true; rm -rf "$DIR"' EXIT
   export REDIS_URL="redis://127.0.0.1:$PORT"
   for _ in $(seq 50); do $BIN/runq info >/dev/null 2>&1 && break; sleep 0.1; done
-  echo "demo: no Redis answered at $URL; started a private redis-server on port $PORT"
+  if [ -n "$URL" ]; then
+    echo "demo: no Redis answered at $URL; started a private redis-server on port $PORT"
+  else
+    echo "demo: REDIS_URL is not set; started a private redis-server on port $PORT"
+  fi
+else
+  export REDIS_URL="$URL"
 fi
 Q="demo-$$"
 echo "demo: enqueueing jobs on queue $Q and 2000 no-op jobs on $Q-bench"
@@ -31,7 +37,7 @@ echo; $BIN/runq info "$Q" "$Q-bench"
 echo; $BIN/runq job "$ID_JSON"; echo; $BIN/runq job "$ID_FAIL"
 
 RUNS=$(mktemp -d)
-trap 'kill $(cat "${DIR:-/nonexistent}/redis.pid" 2>/dev/null) 2>/dev/null; rm -rf "${DIR:-}" "$RUNS"' EXIT
+trap 'kill $(cat "${DIR:-/nonexistent}/redis.pid" 2>/dev/null) 2>/dev/null || true; rm -rf "${DIR:-}" "$RUNS"' EXIT
 printf '[worker]\nruns_dir = "%s"\n' "$RUNS/runs" > "$RUNS/queues.toml"
 export RUNQ_CONFIG="$RUNS/queues.toml"
 RUN1="demo-$$-run-1"
