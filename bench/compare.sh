@@ -24,12 +24,7 @@ PY=${RUNQ_PY_RQ3:-.venv/rq3/bin/python}
 [ -x "$PY" ] || bash scripts/setup-python.sh >/dev/null
 cargo build --release --bins --quiet
 BIN=target/release
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-DIR=$(mktemp -d)
-redis-server --port "$PORT" --save "" --appendonly no --dir "$DIR" --daemonize yes --pidfile "$DIR/redis.pid" >/dev/null
-trap 'kill $(cat "$DIR/redis.pid") 2>/dev/null; rm -rf "$DIR"' EXIT
-export REDIS_URL="redis://127.0.0.1:$PORT"
-for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+. bench/private_redis.sh
 SECTIONS=${SECTIONS:-1 2 3 4}
 wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
 COST="$PY bench/redis_cost.py"
