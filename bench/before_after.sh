@@ -27,7 +27,7 @@ else
   (cd "$WT" && cargo build --release --bins --quiet)
   BASE=$WT/target/release
 fi
-. bench/private_redis.sh
+. scripts/private_redis.sh
 echo "before/after: $BASE_REV ($BASE) vs $(git rev-parse --short HEAD) ($NEW), redis-server on port $PORT, $(nproc) cores"
 
 for c in $CONCURRENCY; do

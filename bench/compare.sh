@@ -24,7 +24,7 @@ PY=${RUNQ_PY_RQ3:-.venv/rq3/bin/python}
 [ -x "$PY" ] || bash scripts/setup-python.sh >/dev/null
 cargo build --release --bins --quiet
 BIN=target/release
-. bench/private_redis.sh
+. scripts/private_redis.sh
 SECTIONS=${SECTIONS:-1 2 3 4}
 wants() { [[ " $SECTIONS " == *" $1 "* ]]; }
 COST="$PY bench/redis_cost.py"

@@ -11,12 +11,7 @@ cargo build --workspace --bins --quiet
 BIN=target/debug
 URL="${REDIS_URL:-}"
 if [ -z "$URL" ] || ! REDIS_URL="$URL" $BIN/runq info >/dev/null 2>&1; then
-  PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  DIR=$(mktemp -d)
-  redis-server --port "$PORT" --save "" --appendonly no --dir "$DIR" --daemonize yes --pidfile "$DIR/redis.pid" >/dev/null
-  trap 'kill $(cat "$DIR/redis.pid") 2>/dev/null || true; rm -rf "$DIR"' EXIT
-  export REDIS_URL="redis://127.0.0.1:$PORT"
-  for _ in $(seq 50); do $BIN/runq info >/dev/null 2>&1 && break; sleep 0.1; done
+  . scripts/private_redis.sh
   if [ -n "$URL" ]; then
     echo "demo: no Redis answered at $URL; started a private redis-server on port $PORT"
   else

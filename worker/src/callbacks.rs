@@ -123,7 +123,7 @@ pub struct Callbacks {
 }
 
 /// What a callback is told of the job's end.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 pub struct CallbackArgs<'a> {
     /// Base64 of the serialized return value (a success callback).
     pub return_value: Option<&'a str>,

@@ -1,4 +1,4 @@
-# Sourced by the bench scripts: starts a private redis-server on a free port (no
+# Sourced by scripts/demo.sh and the bench scripts: starts a private redis-server on a free port (no
 # persistence) in a temporary directory, waits until it answers, and removes both at
 # exit. Sets PORT, DIR (the directory, also for the script's own files) and REDIS_URL.
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
