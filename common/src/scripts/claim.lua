@@ -28,7 +28,8 @@ end
 
 local function claim_jobs(q, now, now_text, now_epoch)
   local out, busy = {}, {}
-  local deadline = now + q.lease
+  local deadline = num_text(now + q.lease)
+  local executions_deadline = num_text(now + q.lease + 60)
   local caps = q.caps
 
   -- Pops the next id by priority; a queue key of the wrong type is reported and skipped.
@@ -102,7 +103,7 @@ local function claim_jobs(q, now, now_text, now_epoch)
         if ttl and ttl ~= '' then redis.call('PERSIST', jk) end
         redis.call('ZADD', K.started(origin), deadline, m)
         redis.call('HSET', K.execution(id, ex), 'id', ex, 'job_id', id, 'created_at', now_epoch, 'last_heartbeat', now_epoch, 'worker_name', w)
-        redis.call('ZADD', K.executions(id), deadline + 60, ex)
+        redis.call('ZADD', K.executions(id), executions_deadline, ex)
         redis.call('SADD', K.worker_executions(w), m)
         redis.call('HSET', K.worker(w), 'state', BUSY, 'current_job', id, 'current_job_working_time', '0')
         busy[w] = true

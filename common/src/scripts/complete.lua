@@ -121,8 +121,8 @@ local function succeed(id, origin, w, payload, started_epoch, result_ttl, ex, x,
         'execution_id', ex, 'execution_started_at', started_epoch, 'execution_ended_at', now_epoch)
     end
     if rt > 0 then
-      redis.call('EXPIRE', rk, rt)
-      redis.call('ZADD', K.finished(origin), math.floor(now) + rt, id)
+      redis.call('EXPIRE', rk, num_text(rt))
+      redis.call('ZADD', K.finished(origin), num_text(math.floor(now) + rt), id)
     else
       redis.call('PERSIST', rk)
       redis.call('ZADD', K.finished(origin), '+inf', id)
@@ -141,7 +141,7 @@ local function succeed(id, origin, w, payload, started_epoch, result_ttl, ex, x,
     return 'deleted'
   end
   if rt > 0 then
-    redis.call('EXPIRE', jk, rt)
+    redis.call('EXPIRE', jk, num_text(rt))
     if left_waiting > 0 then redis.call('EXPIRE', K.dependents(id), rt) end
     if x.has_dependencies == '1' then redis.call('EXPIRE', K.dependencies(id), rt) end
   end

@@ -9,7 +9,9 @@
 -- someone else now owns the job).
 local now_text, now_epoch, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = server_now()
-local deadline = now + lease
+local deadline = num_text(now + lease)
+local executions_deadline = num_text(now + lease + 60)
+local worker_ttl, executions_ttl = num_text(lease), num_text(lease + 60)
 observe_clock(now, lease, tonumber(ARGV[5]))
 local nw = tonumber(ARGV[6])
 local missing, lost = {}, {}
@@ -24,8 +26,8 @@ for i = 1, nw do
   -- missing one.
   if redis.call('HEXISTS', wk, 'birth') == 1 and redis.call('SISMEMBER', K.workers(), wk) == 1 then
     redis.call('HSET', wk, 'last_heartbeat', now_text)
-    redis.call('EXPIRE', wk, lease)
-    redis.call('EXPIRE', K.worker_executions(w), lease + 60)
+    redis.call('EXPIRE', wk, worker_ttl)
+    redis.call('EXPIRE', K.worker_executions(w), executions_ttl)
   else
     missing[#missing + 1] = w
   end
@@ -45,9 +47,9 @@ for i = 1, nj do
     end
     local exk = K.execution(id, ex)
     redis.call('HSET', exk, 'last_heartbeat', now_epoch)
-    redis.call('EXPIRE', exk, lease)
-    redis.call('ZADD', K.executions(id), deadline + 60, ex)
-    redis.call('EXPIRE', K.executions(id), lease + 60)
+    redis.call('EXPIRE', exk, worker_ttl)
+    redis.call('ZADD', K.executions(id), executions_deadline, ex)
+    redis.call('EXPIRE', K.executions(id), executions_ttl)
   else
     lost[#lost + 1] = m
   end

@@ -50,6 +50,20 @@ local function split_member(m)
   return string.sub(m, 1, at - 1), string.sub(m, at + 1)
 end
 
+-- A number as the text a command gets: what Redis itself makes of a Lua number (C's
+-- `%.17g`), formatted once per script call. Redis formats every number argument of
+-- every redis.call again, and a float's formatting is one of the larger costs of a job's
+-- commands; a round's deadlines and TTLs are the same for all of its jobs.
+local number_texts = {}
+local function num_text(n)
+  local t = number_texts[n]
+  if not t then
+    t = string.format('%.17g', n)
+    number_texts[n] = t
+  end
+  return t
+end
+
 -- Redis's clock in float seconds: every deadline and registry score is taken from it,
 -- so workers' clocks never decide when a job is abandoned or due.
 local function server_now()
@@ -303,11 +317,11 @@ local function fail_job(id, origin, status, now_text, now, default_ft, result_fi
   local score = ft
   if ft > 0 then
     score = math.floor(now) + ft
-    redis.call('EXPIRE', jk, ft)
-    redis.call('EXPIRE', K.dependents(id), ft)
-    redis.call('EXPIRE', K.dependencies(id), ft)
+    redis.call('EXPIRE', jk, num_text(ft))
+    redis.call('EXPIRE', K.dependents(id), num_text(ft))
+    redis.call('EXPIRE', K.dependencies(id), num_text(ft))
   end
-  redis.call('ZADD', K.failed(origin), score, id)
+  redis.call('ZADD', K.failed(origin), num_text(score), id)
   local rk = K.results(id)
   redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', result_type or '2', unpack(result_fields))
   if own_ft and ft > 0 then redis.call('EXPIRE', rk, ft) end
