@@ -1,6 +1,7 @@
 //! The key layout is written twice — `common/src/keys.rs` for Rust and the prelude's `K.*`
 //! for every Lua script — and this test runs the prelude on a real Redis to check that
-//! both build the same name for every key they share, under a non-default prefix.
+//! both build the same name for every key they share, under a non-default prefix. It also
+//! checks the prelude's `num_text` against what Redis makes of a Lua number itself.
 
 use runq_common::scripts::prelude_source;
 use runq_common::Keys;
@@ -52,4 +53,50 @@ fn lua_and_rust_build_the_same_keys() {
     for ((lua, rust), from_lua) in pairs.iter().zip(&lua_names) {
         assert_eq!(from_lua, rust, "{lua} in Lua and Keys in Rust differ");
     }
+}
+
+/// The scripts pass numbers to Redis as `num_text` text (formatted once per call). Redis
+/// must store exactly what it stores for the Lua number itself: the same registry score
+/// for fractional deadlines, and integer text that EXPIRE accepts for TTLs.
+#[test]
+fn num_text_stores_what_the_number_itself_stores() {
+    let redis = RedisServer::start();
+    let script = format!(
+        "{}\n{}",
+        prelude_source(),
+        r#"
+local out = {}
+local values = {1733175600.123456, 1733175660.999999, 0.1 + 0.2, 1733175600, 315360000, -1, 0}
+for i, v in ipairs(values) do
+  redis.call('ZADD', 'from_number', v, 'm' .. i)
+  redis.call('ZADD', 'from_text', num_text(v), 'm' .. i)
+  out[#out + 1] = redis.call('ZSCORE', 'from_number', 'm' .. i)
+  out[#out + 1] = redis.call('ZSCORE', 'from_text', 'm' .. i)
+end
+redis.call('SET', 'ttl_key', 'x')
+out[#out + 1] = tostring(redis.call('EXPIRE', 'ttl_key', num_text(315360000)))
+out[#out + 1] = num_text(86400)
+return out
+"#
+    );
+    let out: Vec<String> = redis::cmd("EVAL")
+        .arg(&script)
+        .arg(0)
+        .arg("pfx")
+        .query(&mut redis.conn())
+        .expect("EVAL of num_text");
+    let (scores, tail) = out.split_at(out.len() - 2);
+    assert_eq!(scores.len(), 14, "{out:?}");
+    for pair in scores.chunks(2) {
+        assert_eq!(pair[0], pair[1], "score from the number vs from num_text");
+    }
+    assert_eq!(
+        scores[0], "1733175600.123456",
+        "a fractional deadline keeps its digits"
+    );
+    assert_eq!(
+        tail,
+        ["1", "86400"],
+        "integer TTLs are plain digits EXPIRE accepts"
+    );
 }

@@ -142,8 +142,8 @@ local function succeed(id, origin, w, payload, started_epoch, result_ttl, ex, x,
   end
   if rt > 0 then
     redis.call('EXPIRE', jk, num_text(rt))
-    if left_waiting > 0 then redis.call('EXPIRE', K.dependents(id), rt) end
-    if x.has_dependencies == '1' then redis.call('EXPIRE', K.dependencies(id), rt) end
+    if left_waiting > 0 then redis.call('EXPIRE', K.dependents(id), num_text(rt)) end
+    if x.has_dependencies == '1' then redis.call('EXPIRE', K.dependencies(id), num_text(rt)) end
   end
   return 'finished'
 end

@@ -11,7 +11,7 @@ local now_text, now_epoch, lease = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = server_now()
 local deadline = num_text(now + lease)
 local executions_deadline = num_text(now + lease + 60)
-local worker_ttl, executions_ttl = num_text(lease), num_text(lease + 60)
+local lease_text, lease_and_minute_text = num_text(lease), num_text(lease + 60)
 observe_clock(now, lease, tonumber(ARGV[5]))
 local nw = tonumber(ARGV[6])
 local missing, lost = {}, {}
@@ -26,8 +26,8 @@ for i = 1, nw do
   -- missing one.
   if redis.call('HEXISTS', wk, 'birth') == 1 and redis.call('SISMEMBER', K.workers(), wk) == 1 then
     redis.call('HSET', wk, 'last_heartbeat', now_text)
-    redis.call('EXPIRE', wk, worker_ttl)
-    redis.call('EXPIRE', K.worker_executions(w), executions_ttl)
+    redis.call('EXPIRE', wk, lease_text)
+    redis.call('EXPIRE', K.worker_executions(w), lease_and_minute_text)
   else
     missing[#missing + 1] = w
   end
@@ -47,9 +47,9 @@ for i = 1, nj do
     end
     local exk = K.execution(id, ex)
     redis.call('HSET', exk, 'last_heartbeat', now_epoch)
-    redis.call('EXPIRE', exk, worker_ttl)
+    redis.call('EXPIRE', exk, lease_text)
     redis.call('ZADD', K.executions(id), executions_deadline, ex)
-    redis.call('EXPIRE', K.executions(id), executions_ttl)
+    redis.call('EXPIRE', K.executions(id), lease_and_minute_text)
   else
     lost[#lost + 1] = m
   end

@@ -324,7 +324,7 @@ local function fail_job(id, origin, status, now_text, now, default_ft, result_fi
   redis.call('ZADD', K.failed(origin), num_text(score), id)
   local rk = K.results(id)
   redis.call('XADD', rk, 'MAXLEN', '~', '10', '*', 'type', result_type or '2', unpack(result_fields))
-  if own_ft and ft > 0 then redis.call('EXPIRE', rk, ft) end
+  if own_ft and ft > 0 then redis.call('EXPIRE', rk, num_text(ft)) end
   release_dependents(id, now, now_text)
 end
 
