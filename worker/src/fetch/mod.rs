@@ -4,9 +4,11 @@
 //! with one atomic script call ([`runq_common::scripts::cycle`]): the completions are
 //! recorded, then jobs are popped by queue priority and recorded as started for the
 //! slots — so no crash window can lose an id, and finishing a job and claiming the next
-//! share a round trip with every other slot ready at the same moment. When the queues
-//! are empty the idle slots wait until a [`wakeups`] waiter sees a job. After a warm
-//! shutdown the fetcher still records completions, and claims nothing.
+//! share a round trip with every other slot ready at the same moment (the lane lets the
+//! slots that are finishing hand in first, so short jobs fill a round instead of
+//! starting one each). When the queues are empty the idle slots wait until a
+//! [`wakeups`] waiter sees a job. After a warm shutdown the fetcher still records
+//! completions, and claims nothing.
 //!
 //! A process with several slots runs two fetchers ("lanes"), each serving half of the
 //! slots, so one lane's round runs in Redis while the other lane's slots run their jobs
@@ -141,6 +143,9 @@ enum Round {
 /// Slots per lane from which a second lane pays off.
 const SLOTS_FOR_TWO_LANES: usize = 4;
 
+/// How often a lane yields to its slots before sending a round ([`Fetcher::gather`]).
+const GATHER_YIELDS: usize = 4;
+
 impl Fetcher {
     /// The fetchers for a process's slots (one or two lanes) and the handle slots use.
     pub fn lanes(
@@ -200,6 +205,7 @@ impl Fetcher {
             while let Ok(r) = self.rx.try_recv() {
                 pending.push(r);
             }
+            self.gather(&mut pending).await;
             pending.retain(|r| r.done.is_some() || !r.reply.is_closed());
             let claiming = !self.shutdown.is_warm() && self.end.is_none();
             // A failed round retries at once when the process switches to another master.
@@ -294,6 +300,28 @@ impl Fetcher {
             _ = woken => {}
             _ = tokio::time::sleep(limit) => {}
             _ = self.shutdown.warm() => {}
+        }
+    }
+
+    /// Lets the lane's other slots run for a moment before a round goes out: slots
+    /// whose jobs are finishing right now (those handed out by the last round, for short
+    /// jobs) then share this round, and its fixed cost in Redis, instead of each
+    /// starting a round of its own. It yields to the runtime at most [`GATHER_YIELDS`]
+    /// times and stops as soon as a yield brings nothing new, so it never waits for a
+    /// slot that is still busy.
+    async fn gather(&mut self, pending: &mut Vec<Request>) {
+        for _ in 0..GATHER_YIELDS {
+            if pending.len() >= self.lane_slots {
+                return;
+            }
+            tokio::task::yield_now().await;
+            let before = pending.len();
+            while let Ok(r) = self.rx.try_recv() {
+                pending.push(r);
+            }
+            if pending.len() == before {
+                return;
+            }
         }
     }
 
