@@ -124,6 +124,103 @@ fn batch_enqueue_100k_with_a_malformed_line() {
     assert_eq!(len, 100_000, "--strict enqueued nothing more");
 }
 
+/// A batch writes its queues' pushes once per queue at its end: the queue order must be
+/// what one push per job gives (back pushes in order, front pushes last one first), a
+/// refused job must push nothing, and a queue whose key is not a list must refuse its
+/// jobs before any of their keys are written while the batch's other jobs go ahead.
+#[test]
+fn batch_enqueue_keeps_queue_order_and_refuses_a_queue_key_that_is_not_a_list() {
+    let redis = RedisServer::start();
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("RPUSH")
+        .arg("rq:queue:mixed")
+        .arg("old")
+        .query(&mut conn)
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("rq:queue:broken")
+        .arg("not a list")
+        .query(&mut conn)
+        .unwrap();
+    let dir = TempDir::new("batch-order");
+    let path = dir.path().join("jobs.jsonl");
+    let line = |id: &str, queue: &str, extra: &str| {
+        format!("{{\"func\": \"runq.tasks.noop\", \"job_id\": \"{id}\", \"queue\": \"{queue}\"{extra}}}\n")
+    };
+    let text = [
+        line("a1", "mixed", ""),
+        line("f1", "mixed", ", \"at_front\": true"),
+        line("b1", "broken", ""),
+        line("a2", "mixed", ""),
+        line("a1", "mixed", ""), // already queued: refused
+        line("d1", "mixed", ", \"depends_on\": [\"a1\"]"),
+        line("f2", "mixed", ", \"at_front\": true"),
+        line("o1", "other", ""),
+    ]
+    .concat();
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(bin("runq"))
+        .args(["enqueue", "--file"])
+        .arg(&path)
+        .env("REDIS_URL", redis.url())
+        .output()
+        .expect("run runq enqueue --file");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stdout.contains("enqueued 6 jobs"), "{stdout}");
+    assert!(
+        stderr.contains(
+            "jobs.jsonl:3: WRONGTYPE job b1: the key of queue broken holds a string, not a list"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("jobs.jsonl:5:") && stderr.contains("already exists with status queued"),
+        "{stderr}"
+    );
+    let lrange = |conn: &mut redis::Connection, key: &str| -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .query(conn)
+            .unwrap()
+    };
+    assert_eq!(
+        lrange(&mut conn, "rq:queue:mixed"),
+        ["f2", "f1", "old", "a1", "a2"],
+        "one RPUSH or LPUSH per job would give this order"
+    );
+    assert_eq!(lrange(&mut conn, "rq:queue:other"), ["o1"]);
+    let broken: String = redis::cmd("GET")
+        .arg("rq:queue:broken")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(broken, "not a list");
+    let b1: i64 = redis::cmd("EXISTS")
+        .arg("rq:job:b1")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(b1, 0, "the refused job left no hash behind");
+    let status: String = redis::cmd("HGET")
+        .arg("rq:job:d1")
+        .arg("status")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(
+        status, "deferred",
+        "d1 waits for a1, queued earlier in the batch"
+    );
+    let queues: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("rq:queues")
+        .query(&mut conn)
+        .unwrap();
+    let mut queues = queues;
+    queues.sort();
+    assert_eq!(queues, ["rq:queue:mixed", "rq:queue:other"]);
+}
+
 #[test]
 fn worker_and_cli_authenticate_with_a_password() {
     let port = free_port();

@@ -328,12 +328,47 @@ local function fail_job(id, origin, status, now_text, now, default_ft, result_fi
   release_dependents(id, now, now_text)
 end
 
+-- A batch's pushes (enqueue_batch.lua): the queue registrations (`SADD rq:queues`) and
+-- the ids pushed onto each queue, written with one command each when the batch ends
+-- instead of one per job. A queue's back pushes keep their order in one RPUSH, its front
+-- pushes in one LPUSH (which puts the last one first, as one LPUSH per job does).
+local function new_pushes()
+  return {registered = {}, queue_keys = {}, order = {}, back = {}, front = {}, kind = {}}
+end
+-- The type of queue `q`'s key, once per batch: a queue whose key is not a list refuses
+-- its jobs before anything of theirs is written (its pushes would fail at the end).
+local function pushes_queue_type(p, q)
+  local t = p.kind[q]
+  if not t then
+    t = redis.call('TYPE', K.queue(q)).ok
+    p.kind[q] = t
+  end
+  return t
+end
+local function pushes_register(p, q)
+  if not p.registered[q] then
+    p.registered[q] = true
+    p.queue_keys[#p.queue_keys + 1] = K.queue(q)
+    p.order[#p.order + 1] = q
+    p.back[q], p.front[q] = {}, {}
+  end
+end
+local function flush_pushes(p)
+  if #p.queue_keys > 0 then redis.call('SADD', K.queues(), unpack(p.queue_keys)) end
+  for _, q in ipairs(p.order) do
+    if #p.back[q] > 0 then redis.call('RPUSH', K.queue(q), unpack(p.back[q])) end
+    if #p.front[q] > 0 then redis.call('LPUSH', K.queue(q), unpack(p.front[q])) end
+  end
+end
+
 -- Saves and enqueues (or defers, or schedules) one job, from `A[i]` on: id, queue, mode
 -- (back|front|schedule), schedule_at (epoch seconds, or `+N`: N seconds from Redis's
 -- clock), now_text, ttl ('' = none), allow_dependency_failures
 -- (0|1), nd, dep_id*nd, nf, (field, value)*nf. The TTL is checked before anything is
--- written, so a refused job is never left queued. Returns the status the job got.
-local function enqueue_from(A, i)
+-- written, so a refused job is never left queued. With `pushes` (a batch) the queue's
+-- registration and the job's push wait for the batch's end. Returns the status the job
+-- got.
+local function enqueue_from(A, i, pushes)
   local id, q, mode = A[i], A[i + 1], A[i + 2]
   local at, now_text = tonumber(A[i + 3]), A[i + 4]
   if string.sub(A[i + 3], 1, 1) == '+' then
@@ -353,6 +388,12 @@ local function enqueue_from(A, i)
   local fbase = i + 8 + nd
   local nf = tonumber(A[fbase])
   local jk = K.job(id)
+  if pushes then
+    local t = pushes_queue_type(pushes, q)
+    if t ~= 'list' and t ~= 'none' then
+      return redis.error_reply('WRONGTYPE job ' .. id .. ': the key of queue ' .. q .. ' holds a ' .. t .. ', not a list')
+    end
+  end
   local existing = redis.call('HGET', jk, 'status')
   if existing == 'queued' or existing == 'started' or existing == 'deferred' or existing == 'scheduled' then
     return redis.error_reply('ERR job ' .. id .. ' already exists with status ' .. existing)
@@ -370,7 +411,11 @@ local function enqueue_from(A, i)
   else
     redis.call('HSET', jk, 'status', status, unpack(A, fbase + 1, fbase + 2 * nf))
   end
-  redis.call('SADD', K.queues(), K.queue(q))
+  if pushes then
+    pushes_register(pushes, q)
+  else
+    redis.call('SADD', K.queues(), K.queue(q))
+  end
   if status == 'deferred' then
     redis.call('ZADD', K.deferred(q), math.floor(server_now()), id)
     for _, dep in ipairs(deps) do
@@ -379,6 +424,10 @@ local function enqueue_from(A, i)
     end
   elseif status == 'scheduled' then
     redis.call('ZADD', K.scheduled(q), at, id)
+  elseif pushes then
+    local line = pushes.back[q]
+    if mode == 'front' then line = pushes.front[q] end
+    line[#line + 1] = id
   elseif mode == 'front' then
     redis.call('LPUSH', K.queue(q), id)
   else
