@@ -13,6 +13,9 @@
 #     (b) the same function in a module that takes 0.5 s to import (bench/pytasks_heavy.py).
 #     Wall time includes each worker's start-up. Sizes: PY_LIGHT_JOBS (2000),
 #     PY_HEAVY_JOBS (2000; runq and SimpleWorker), PY_HEAVY_FORK_JOBS (40; forking Worker).
+#     PY_REPS (1) runs the three workers that many times in turn and also prints each
+#     worker's median and the ratios of the medians: a shared machine's speed drifts
+#     within minutes, and interleaved runs compare the workers at the same moments.
 # Usage: bench/compare.sh [JOBS] [CONCURRENCY]   (release build; needs .venv/rq3)
 #        SECTIONS="1 4" bench/compare.sh          (only those sections; default all four)
 set -euo pipefail
@@ -161,6 +164,10 @@ py_case() {
   [ "$finished" = "$n" ] || { echo "  not every job finished; see $queue.log:"; tail -20 "$DIR/$queue.log"; }
 }
 
+PY_REPS=${PY_REPS:-1}
+# median RATE...: the middle one (the mean of the two middle ones for an even count).
+median() { python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:])), 1))" "$@"; }
+
 for MODULE in pytasks_light pytasks_heavy; do
   if [ "$MODULE" = pytasks_light ]; then N=$PY_LIGHT_JOBS; NF=$PY_LIGHT_JOBS; else N=$PY_HEAVY_JOBS; NF=$PY_HEAVY_FORK_JOBS; fi
   cat >"$DIR/$MODULE.toml" <<TOML
@@ -172,16 +179,24 @@ path = ["$BENCH_DIR"]
 preload = ["$MODULE"]
 functions = ["$MODULE.*"]
 TOML
-  q=${MODULE#pytasks_}
-  py_case "runq-worker --burst --concurrency 2 ([python] preload)" "py-$q-runq" "$N" \
-    $BIN/runq-worker --config "$DIR/$MODULE.toml" --queues "py-$q-runq" --burst --concurrency 2
-  r_runq=$RATE
-  py_case "rq worker --burst (forking Worker)" "py-$q-fork" "$NF" \
-    env PYTHONPATH="$BENCH_DIR" "$RQ_CLI" worker --burst --url "$REDIS_URL/9" --logging_level WARNING "py-$q-fork"
-  r_fork=$RATE
-  py_case "rq worker --burst -w rq.worker.SimpleWorker" "py-$q-simple" "$N" \
-    env PYTHONPATH="$BENCH_DIR" "$RQ_CLI" worker --burst -w rq.worker.SimpleWorker --url "$REDIS_URL/9" --logging_level WARNING "py-$q-simple"
-  r_simple=$RATE
-  echo "python tasks ($MODULE) ratio runq/forking: $(python3 -c "print(round($r_runq/$r_fork,1))")x, runq/SimpleWorker: $(python3 -c "print(round($r_runq/$r_simple,1))")x"
+  all_runq=() all_fork=() all_simple=()
+  for rep in $(seq "$PY_REPS"); do
+    q=${MODULE#pytasks_}-$rep
+    py_case "runq-worker --burst --concurrency 2 ([python] preload)" "py-$q-runq" "$N" \
+      $BIN/runq-worker --config "$DIR/$MODULE.toml" --queues "py-$q-runq" --burst --concurrency 2
+    r_runq=$RATE
+    py_case "rq worker --burst (forking Worker)" "py-$q-fork" "$NF" \
+      env PYTHONPATH="$BENCH_DIR" "$RQ_CLI" worker --burst --url "$REDIS_URL/9" --logging_level WARNING "py-$q-fork"
+    r_fork=$RATE
+    py_case "rq worker --burst -w rq.worker.SimpleWorker" "py-$q-simple" "$N" \
+      env PYTHONPATH="$BENCH_DIR" "$RQ_CLI" worker --burst -w rq.worker.SimpleWorker --url "$REDIS_URL/9" --logging_level WARNING "py-$q-simple"
+    r_simple=$RATE
+    echo "python tasks ($MODULE) ratio runq/forking: $(python3 -c "print(round($r_runq/$r_fork,1))")x, runq/SimpleWorker: $(python3 -c "print(round($r_runq/$r_simple,1))")x"
+    all_runq+=("$r_runq") all_fork+=("$r_fork") all_simple+=("$r_simple")
+  done
+  if [ "$PY_REPS" -gt 1 ]; then
+    m_runq=$(median "${all_runq[@]}") m_fork=$(median "${all_fork[@]}") m_simple=$(median "${all_simple[@]}")
+    echo "python tasks ($MODULE) medians of $PY_REPS runs: runq-worker $m_runq, forking Worker $m_fork, SimpleWorker $m_simple jobs/s; ratio runq/forking: $(python3 -c "print(round($m_runq/$m_fork,1))")x, runq/SimpleWorker: $(python3 -c "print(round($m_runq/$m_simple,1))")x"
+  fi
 done
 fi
