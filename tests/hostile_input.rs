@@ -1107,3 +1107,87 @@ fn item19_quick_jobs_never_log_a_false_lost_entry() {
     assert!(redis.zrange("rq:wip:quick").is_empty());
     assert_still_serving(&redis, &mut w, "quick");
 }
+
+// ---------------------------------------------------------------------------------------
+// 20. A job's own key of the wrong type, at its claim and at its completion
+
+#[test]
+fn item20_a_job_key_of_the_wrong_type_fails_that_job_alone_naming_the_key() {
+    let redis = RedisServer::start();
+    let q = "wk";
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(enqueue(
+            &redis,
+            &["runq.tasks.echo", &i.to_string(), "--queue", q],
+        ));
+    }
+    // Refuses the claim's ZADD (the job's RQ 3.0 executions registry).
+    let at_claim = ids[1].clone();
+    let _: () = redis
+        .conn()
+        .set(format!("rq:executions:{at_claim}"), "x")
+        .unwrap();
+    // Refuses the completion's XADD (the job's results stream).
+    let at_end = ids[3].clone();
+    let _: () = redis
+        .conn()
+        .set(format!("rq:results:{at_end}"), "x")
+        .unwrap();
+
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", q, "--concurrency", "4", "--name", "wk"])
+        .config("[worker]\nheartbeat_secs = 1\n")
+        .spawn();
+    for (i, id) in ids.iter().enumerate() {
+        if i != 1 && i != 3 {
+            assert_eq!(
+                wait_terminal_on(&redis, &mut w, id.as_bytes()),
+                "finished",
+                "job {i}"
+            );
+        }
+    }
+
+    let text = one_line_failure(&redis, &mut w, at_claim.as_bytes());
+    assert!(
+        text.contains(&format!(
+            "rq:executions:{at_claim} holds a string, not a zset"
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        wait_terminal_on(&redis, &mut w, at_end.as_bytes()),
+        "failed"
+    );
+    let exc = hget_raw(&redis, at_end.as_bytes(), "exc_info")
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    assert!(
+        exc.as_deref().is_some_and(
+            |e| e.contains(&format!("rq:results:{at_end} holds a string, not a stream"))
+        ),
+        "exc_info of the job whose results key is a string: {exc:?}"
+    );
+    let mut failed = redis.zmembers(&format!("rq:failed:{q}"));
+    failed.sort();
+    let mut expected = vec![at_claim.clone(), at_end.clone()];
+    expected.sort();
+    assert_eq!(failed, expected);
+    assert!(redis.zrange(&format!("rq:wip:{q}")).is_empty());
+    for key in [
+        format!("rq:executions:{at_claim}"),
+        format!("rq:results:{at_end}"),
+    ] {
+        let v: String = redis.conn().get(&key).unwrap();
+        assert_eq!(v, "x", "{key} is left alone");
+    }
+    assert!(
+        log_lines(&w, &[&at_end, "could not record the job's end"]).len() == 1,
+        "{}",
+        w.logs()
+    );
+    // The refused writes cost only their own job: no round failed as a whole.
+    let aborted = log_lines(&w, &["recording and claiming jobs failed"]);
+    assert!(aborted.is_empty(), "{}", aborted.join("\n"));
+    assert_still_serving(&redis, &mut w, q);
+}

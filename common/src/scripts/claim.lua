@@ -33,25 +33,53 @@ local function claim_jobs(q, now, now_text, now_epoch)
   local caps = q.caps
 
   -- Pops the next id by priority; a queue key of the wrong type is reported and skipped.
-  local function pop()
+  -- One LPOP takes as many ids as slots are left (within the queue's capacity): every
+  -- id taken either fills a slot or is refused, so none is left over when the round ends.
+  local popped, taken = {}, 0
+  local popped_from
+  local function pop(wanted)
+    if taken < #popped then
+      taken = taken + 1
+      return popped[taken], popped_from
+    end
     for i = 1, #q.queues do
       if caps[i] ~= 0 then
-        local id = redis.pcall('LPOP', K.queue(q.queues[i]))
-        if type(id) == 'table' and id.err then
-          out[#out + 1] = {'broken', q.queues[i], id.err}
+        local n = wanted
+        if caps[i] > 0 and caps[i] < n then n = caps[i] end
+        local ids = redis.pcall('LPOP', K.queue(q.queues[i]), n)
+        if type(ids) == 'table' and ids.err then
+          out[#out + 1] = {'broken', q.queues[i], ids.err}
           caps[i] = 0
-        elseif id then
-          return id, i
+        elseif ids then
+          popped, taken, popped_from = ids, 1, i
+          return ids[1], i
         end
       end
     end
     return nil, nil
   end
 
-  -- Fails a popped job that cannot run into `queue`'s registry.
+  -- Fails a popped job that cannot run into `queue`'s registry (as far as its keys
+  -- allow, when one of them refuses the failure's writes).
   local function refuse(id, queue, exc, reason)
-    fail_job(id, queue, 'failed', now_text, now, q.default_ft, {'worker_name', '', 'exc_string', exc})
+    local ok, err = pcall(fail_job, id, queue, 'failed', now_text, now, q.default_ft, {'worker_name', '', 'exc_string', exc})
+    if not ok then
+      raise_if_transient(err)
+      fail_unrecordable(id, queue, '', '', unrecordable_reason(id, queue, err), true, now_text, now, q.default_ft)
+    end
     out[#out + 1] = {'refused', queue, id, reason}
+  end
+
+  -- Records job `id` as started by slot worker `w`, execution `ex`.
+  local function start(jk, id, ttl, origin, w, ex)
+    local m = member(id, ex)
+    redis.call('HSET', jk, 'status', 'started', 'started_at', now_text, 'last_heartbeat', now_text, 'worker_name', w)
+    if ttl and ttl ~= '' then redis.call('PERSIST', jk) end
+    redis.call('ZADD', K.started(origin), deadline, m)
+    redis.call('HSET', K.execution(id, ex), 'id', ex, 'job_id', id, 'created_at', now_epoch, 'last_heartbeat', now_epoch, 'worker_name', w)
+    redis.call('ZADD', K.executions(id), executions_deadline, ex)
+    redis.call('SADD', K.worker_executions(w), m)
+    redis.call('HSET', K.worker(w), 'state', BUSY, 'current_job', id, 'current_job_working_time', '0')
   end
 
   -- The job a lost round already claimed for `slot`, if any.
@@ -79,7 +107,7 @@ local function claim_jobs(q, now, now_text, now_epoch)
     if #fresh < #q.slots then return out, busy end
   end
   while slot <= #q.slots do
-    local id, qi = pop()
+    local id, qi = pop(#q.slots - slot + 1)
     if not id then break end
     local queue = q.queues[qi]
     local jk = K.job(id)
@@ -96,19 +124,19 @@ local function claim_jobs(q, now, now_text, now_epoch)
       if not is_text(origin, 512) then
         refuse(id, queue, q.bad_origin_exc, 'its origin is not UTF-8 text')
       else
-        if caps[qi] > 0 then caps[qi] = caps[qi] - 1 end
         local w, ex = q.slots[slot][1], q.slots[slot][2]
-        local m = id .. ':' .. ex
-        redis.call('HSET', jk, 'status', 'started', 'started_at', now_text, 'last_heartbeat', now_text, 'worker_name', w)
-        if ttl and ttl ~= '' then redis.call('PERSIST', jk) end
-        redis.call('ZADD', K.started(origin), deadline, m)
-        redis.call('HSET', K.execution(id, ex), 'id', ex, 'job_id', id, 'created_at', now_epoch, 'last_heartbeat', now_epoch, 'worker_name', w)
-        redis.call('ZADD', K.executions(id), executions_deadline, ex)
-        redis.call('SADD', K.worker_executions(w), m)
-        redis.call('HSET', K.worker(w), 'state', BUSY, 'current_job', id, 'current_job_working_time', '0')
-        busy[w] = true
-        out[#out + 1] = {'job', slot, id, origin, queue, h}
-        slot = slot + 1
+        local started, err = pcall(start, jk, id, ttl, origin, w, ex)
+        if started then
+          if caps[qi] > 0 then caps[qi] = caps[qi] - 1 end
+          busy[w] = true
+          out[#out + 1] = {'job', slot, id, origin, queue, h}
+          slot = slot + 1
+        else
+          raise_if_transient(err)
+          local why = unrecordable_reason(id, origin, err)
+          fail_unrecordable(id, origin, ex, w, why, true, now_text, now, q.default_ft)
+          out[#out + 1] = {'refused', queue, id, why}
+        end
       end
     end
   end

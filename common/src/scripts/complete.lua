@@ -148,28 +148,36 @@ local function succeed(id, origin, w, payload, started_epoch, result_ttl, ex, x,
   return 'finished'
 end
 
--- Records the completion at ARGV[i]; returns what happened, the worker, and the index
--- of the next completion.
-local function complete_execution(i, now, now_text, now_epoch, default_rt, default_ft)
+-- The ARGV index of the completion after the one at `i`.
+local function next_completion(i)
+  if ARGV[i + 8] == '1' then return i + 18 end
+  return i + 9
+end
+
+-- Records the completion at ARGV[i]; returns what happened. `progress.owned` is set once
+-- the execution is known to own the job (past the started-registry test), for
+-- fail_unrecordable when a later write is refused.
+local function complete_execution(i, now, now_text, now_epoch, default_rt, default_ft, progress)
   local id, ex, w, origin, outcome = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local payload, started_epoch, result_ttl = ARGV[i + 5], ARGV[i + 6], ARGV[i + 7]
-  local x, next_i = NO_EXTRA, i + 9
-  if ARGV[i + 8] == '1' then x, next_i = extra_at(i + 9), i + 18 end
+  local x = NO_EXTRA
+  if ARGV[i + 8] == '1' then x = extra_at(i + 9) end
   local m = id .. ':' .. ex
   redis.call('SREM', K.worker_executions(w), m)
   redis.call('DEL', K.execution(id, ex))
   redis.call('ZREM', K.executions(id), ex)
-  if redis.call('ZREM', K.started(origin), m) == 0 or outcome == 'lost' then return 'lost', w, next_i end
+  if redis.call('ZREM', K.started(origin), m) == 0 or outcome == 'lost' then return 'lost' end
+  progress.owned = true
   local rl_key = nil
   if x.rl_key ~= '' and int_in(x.rl_concurrency, 1, MAX_RETRIES) then rl_key = x.rl_key end
 
   if outcome == 'ok' then
     return succeed(id, origin, w, payload, started_epoch, result_ttl, ex, x, rl_key,
-      now, now_text, now_epoch, default_rt), w, next_i
+      now, now_text, now_epoch, default_rt)
   end
   if outcome == 'requeue' then
     requeue_front(id, origin, now, now_text)
-    return 'requeued', w, next_i
+    return 'requeued'
   end
   local jk = K.job(id)
   if outcome == 'stop' then
@@ -179,13 +187,13 @@ local function complete_execution(i, now, now_text, now_epoch, default_rt, defau
   end
   local exec_fields = {'execution_id', ex, 'execution_started_at', started_epoch, 'execution_ended_at', now_epoch}
   if outcome == 'retry_value' then
-    return retry_value(id, origin, w, payload, exec_fields, x, rl_key, now, now_text, default_ft), w, next_i
+    return retry_value(id, origin, w, payload, exec_fields, x, rl_key, now, now_text, default_ft)
   end
   if outcome == 'fail' then
     local retried = retry_job(id, origin, now_text, now)
     if retried then
       if retried == 'scheduled' then rl_settle(rl_key, id, 'scheduled', now, now_text) end
-      return retried, w, next_i
+      return retried
     end
   end
   local status = 'failed'
@@ -194,5 +202,5 @@ local function complete_execution(i, now, now_text, now_epoch, default_rt, defau
   for _, v in ipairs(exec_fields) do fields[#fields + 1] = v end
   fail_job(id, origin, status, now_text, now, default_ft, fields)
   rl_settle(rl_key, id, status, now, now_text)
-  return status, w, next_i
+  return status
 end

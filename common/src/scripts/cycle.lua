@@ -7,19 +7,29 @@
 --       bad_id_exc, bad_origin_exc, again (1: this repeats a round whose reply was lost),
 --       nc, (completion: see complete.lua)*nc,
 --       nq, (queue, capacity)*nq, ns, (worker_name, execution_id)*ns
--- Returns {{recorded...}, 'suspended' | {claim entry...}}.
+-- A completion a key refuses to record fails that job alone (unrecordable.lua).
+-- Returns {{recorded...}, 'suspended' | {claim entry...}, {{id, reason}...}}: the last
+-- part lists the completions that were refused and failed that way.
 local now_text, now_epoch = ARGV[2], ARGV[3]
 local lease, default_rt, default_ft = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = server_now()
 local at = 10
 local nc = tonumber(ARGV[at])
-local recorded, completed_by = {}, {}
+local recorded, completed_by, unrecorded = {}, {}, {}
 local i = at + 1
 for n = 1, nc do
-  local what, w
-  what, w, i = complete_execution(i, now, now_text, now_epoch, default_rt, default_ft)
+  local progress = {owned = false}
+  local ok, what = pcall(complete_execution, i, now, now_text, now_epoch, default_rt, default_ft, progress)
+  local id, w, origin = ARGV[i], ARGV[i + 2], ARGV[i + 3]
+  if not ok then
+    raise_if_transient(what)
+    local why = unrecordable_reason(id, origin, what)
+    what = fail_unrecordable(id, origin, ARGV[i + 1], w, why, progress.owned, now_text, now, default_ft)
+    unrecorded[#unrecorded + 1] = {id, why}
+  end
   recorded[n] = what
   completed_by[n] = w
+  i = next_completion(i)
 end
 at = i
 local q = {queues = {}, caps = {}, slots = {}, lease = lease, default_ft = default_ft,
@@ -45,4 +55,4 @@ for _, w in ipairs(completed_by) do
     redis.call('HDEL', K.worker(w), 'current_job', 'current_job_working_time')
   end
 end
-return {recorded, claimed}
+return {recorded, claimed, unrecorded}

@@ -29,12 +29,23 @@ pub struct CycleRequest<'a> {
 pub struct CycleReply {
     pub recorded: Vec<Recorded>,
     pub claim: ClaimReply,
+    /// Completions a key of the job refused to record (a key of the wrong type): each
+    /// such job was failed as far as its keys allowed ([`unrecordable.lua`](unrecordable.lua)).
+    pub unrecorded: Vec<Unrecorded>,
+}
+
+/// One completion that could not be recorded as it was: the job and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unrecorded {
+    pub id: String,
+    pub reason: String,
 }
 
 fn script() -> &'static redis::Script {
     static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
     SCRIPT.get_or_init(|| {
         super::with_prelude(&[
+            include_str!("unrecordable.lua"),
             include_str!("complete.lua"),
             include_str!("claim.lua"),
             include_str!("cycle.lua"),
@@ -66,8 +77,9 @@ pub async fn cycle<C: ConnectionLike + Send>(
         return Err(unexpected("cycle", "not an array"));
     };
     let mut parts = parts.into_iter();
-    let (Some(recorded), Some(claimed)) = (parts.next(), parts.next()) else {
-        return Err(unexpected("cycle", "not {recorded, claimed}"));
+    let (Some(recorded), Some(claimed), unrecorded) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(unexpected("cycle", "not {recorded, claimed, unrecorded}"));
     };
     let recorded: Vec<redis::Value> = match recorded {
         redis::Value::Array(v) => v,
@@ -87,5 +99,22 @@ pub async fn cycle<C: ConnectionLike + Send>(
     Ok(CycleReply {
         recorded,
         claim: claim::parse(claimed, req.claim.slots.len())?,
+        unrecorded: parse_unrecorded(unrecorded)?,
     })
+}
+
+/// The `{{id, reason}...}` part of the reply (absent or empty: none).
+fn parse_unrecorded(v: Option<redis::Value>) -> redis::RedisResult<Vec<Unrecorded>> {
+    let items = match v {
+        None | Some(redis::Value::Nil) => return Ok(Vec::new()),
+        Some(redis::Value::Array(items)) => items,
+        Some(other) => return Err(unexpected("cycle", format!("unrecorded {other:?}"))),
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let (id, reason): (String, String) = redis::from_redis_value(item)?;
+            Ok(Unrecorded { id, reason })
+        })
+        .collect()
 }

@@ -417,6 +417,9 @@ impl Fetcher {
         }
         drop(ended);
         drop(done);
+        for u in &reply.unrecorded {
+            tracing::error!(job = %clip(&u.id, 80), "could not record the job's end, so it was failed instead: {}", clip(&u.reason, 300));
+        }
         let mut recorded = reply.recorded.into_iter();
         let mut answers: Vec<(Request, Option<Recorded>, Option<Claimed>)> = pending
             .drain(..)
