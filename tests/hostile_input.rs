@@ -368,11 +368,7 @@ fn item04_a_bad_queue_entry_does_not_orphan_good_jobs_claimed_with_it() {
             "rq:wip:{q} holds {:?}",
             redis.zrange(&format!("rq:wip:{q}"))
         );
-        let mut finished = redis.zmembers(&format!("rq:finished:{q}"));
-        finished.sort();
-        let mut expected = vec![g1.clone(), g2.clone()];
-        expected.sort();
-        assert_eq!(finished, expected);
+        assert_registry_holds(&redis, &format!("rq:finished:{q}"), &[g1, g2]);
         match *q {
             "qa" | "qb" => {
                 let text = one_line_failure(&redis, &mut w, bad);
@@ -1168,11 +1164,7 @@ fn item20_a_job_key_of_the_wrong_type_fails_that_job_alone_naming_the_key() {
         ),
         "exc_info of the job whose results key is a string: {exc:?}"
     );
-    let mut failed = redis.zmembers(&format!("rq:failed:{q}"));
-    failed.sort();
-    let mut expected = vec![at_claim.clone(), at_end.clone()];
-    expected.sort();
-    assert_eq!(failed, expected);
+    assert_registry_holds(&redis, &format!("rq:failed:{q}"), &[&at_claim, &at_end]);
     assert!(redis.zrange(&format!("rq:wip:{q}")).is_empty());
     for key in [
         format!("rq:executions:{at_claim}"),
@@ -1189,5 +1181,175 @@ fn item20_a_job_key_of_the_wrong_type_fails_that_job_alone_naming_the_key() {
     // The refused writes cost only their own job: no round failed as a whole.
     let aborted = log_lines(&w, &["recording and claiming jobs failed"]);
     assert!(aborted.is_empty(), "{}", aborted.join("\n"));
+    assert_still_serving(&redis, &mut w, q);
+}
+
+/// Asserts the registry (a zset) holds exactly `ids`, in any order.
+fn assert_registry_holds(redis: &RedisServer, key: &str, ids: &[&str]) {
+    let mut held = redis.zmembers(key);
+    held.sort();
+    let mut expected: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(held, expected, "{key}");
+}
+
+/// The `exc_info` text runq writes into the hash of a job it failed because one of its
+/// keys refused a write.
+fn exc_info(redis: &RedisServer, id: &str) -> String {
+    hget_raw(redis, id.as_bytes(), "exc_info")
+        .map(|v| String::from_utf8_lossy(&v).into_owned())
+        .unwrap_or_default()
+}
+
+/// Takes job `id` off its queue `q` and puts it where a dead worker's job is: `started`,
+/// in `rq:wip:<q>` with a deadline already past.
+fn make_abandoned(redis: &RedisServer, q: &str, id: &str) {
+    let mut c = redis.conn();
+    let _: () = c.lrem(format!("rq:queue:{q}"), 0, id).unwrap();
+    let _: () = c.hset(format!("rq:job:{id}"), "status", "started").unwrap();
+    let past = redis.now_secs() - 100;
+    let _: () = c
+        .zadd(format!("rq:wip:{q}"), format!("{id}:deadexec"), past)
+        .unwrap();
+}
+
+#[test]
+fn item21_a_running_job_whose_key_refuses_the_heartbeat_costs_only_its_own_beat() {
+    let redis = RedisServer::start();
+    let q = "hq";
+    let damaged = enqueue(&redis, &["runq.tasks.sleep", "4", "--queue", q]);
+    let healthy = enqueue(&redis, &["runq.tasks.sleep", "4", "--queue", q]);
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", q, "--concurrency", "2", "--name", "hq"])
+        .config("[worker]\nheartbeat_secs = 1\n")
+        .spawn();
+    redis.wait_status(&damaged, "started");
+    redis.wait_status(&healthy, "started");
+    // The claim wrote it as a zset; now it is a string the beat's ZADD is refused by.
+    let key = format!("rq:executions:{damaged}");
+    let _: () = redis.conn().del(&key).unwrap();
+    let _: () = redis.conn().set(&key, "x").unwrap();
+    let started = redis.now_f64();
+    // Beats after the damage still push both jobs' deadlines (lease 3 s) forward.
+    wait_until("three beats after the damage", || {
+        redis.now_f64() > started + 3.0
+    });
+    let wip = redis.zrange(&format!("rq:wip:{q}"));
+    assert_eq!(wip.len(), 2, "{wip:?}");
+    for (m, deadline) in &wip {
+        assert!(
+            *deadline > started + 2.5,
+            "{m}'s deadline {deadline} was not pushed past {started}"
+        );
+    }
+    assert_eq!(
+        wait_terminal_on(&redis, &mut w, healthy.as_bytes()),
+        "finished"
+    );
+    assert_eq!(
+        wait_terminal_on(&redis, &mut w, damaged.as_bytes()),
+        "failed"
+    );
+    assert!(exc_info(&redis, &damaged).contains(&format!("{key} holds a string, not a zset")));
+    let named = log_lines(&w, &["the heartbeat cannot refresh this", &damaged]);
+    assert_eq!(
+        named.len(),
+        1,
+        "logged once, not on every beat:\n{}",
+        named.join("\n")
+    );
+    assert!(
+        log_lines(&w, &["heartbeat failed"]).is_empty(),
+        "{}",
+        w.logs()
+    );
+    assert_still_serving(&redis, &mut w, q);
+}
+
+#[test]
+fn item22_maintenance_fails_an_abandoned_job_whose_key_refuses_it_and_recovers_the_rest() {
+    let redis = RedisServer::start();
+    let q = "mq";
+    let damaged = enqueue(&redis, &["runq.tasks.echo", "1", "--queue", q]);
+    let plain = enqueue(&redis, &["runq.tasks.echo", "2", "--queue", q]);
+    make_abandoned(&redis, q, &damaged);
+    make_abandoned(&redis, q, &plain);
+    let key = format!("rq:results:{damaged}");
+    let _: () = redis.conn().set(&key, "x").unwrap();
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", q, "--concurrency", "1", "--name", "mq"])
+        .config("[worker]\nheartbeat_secs = 1\nmaintenance_secs = 1\n")
+        .spawn();
+    let text = one_line_failure(&redis, &mut w, plain.as_bytes());
+    assert!(text.contains("AbandonedJobError"), "{text}");
+    assert_eq!(
+        wait_terminal_on(&redis, &mut w, damaged.as_bytes()),
+        "failed"
+    );
+    assert!(exc_info(&redis, &damaged).contains(&format!("{key} holds a string, not a stream")));
+    assert_registry_holds(&redis, &format!("rq:failed:{q}"), &[&damaged, &plain]);
+    assert!(redis.zrange(&format!("rq:wip:{q}")).is_empty());
+    wait_until("the damaged job to be logged", || {
+        !log_lines(&w, &["maintenance could not recover the job", &damaged]).is_empty()
+    });
+    assert!(
+        log_lines(&w, &["maintenance failed"]).is_empty(),
+        "{}",
+        w.logs()
+    );
+    let v: String = redis.conn().get(&key).unwrap();
+    assert_eq!(v, "x", "{key} is left alone");
+    assert_still_serving(&redis, &mut w, q);
+}
+
+#[test]
+fn item23_a_due_job_whose_queue_key_is_not_a_list_fails_and_the_others_move() {
+    let redis = RedisServer::start();
+    let (broken_q, q) = ("sb", "sq");
+    let mut c = redis.conn();
+    let mut schedule = |queue: &str| {
+        let id = enqueue(&redis, &["runq.tasks.echo", "1", "--queue", queue]);
+        let _: () = c.lrem(format!("rq:queue:{queue}"), 0, &id).unwrap();
+        let _: () = c
+            .hset(format!("rq:job:{id}"), "status", "scheduled")
+            .unwrap();
+        let _: () = c
+            .zadd(format!("rq:scheduled:{queue}"), &id, redis.now_secs() - 1)
+            .unwrap();
+        id
+    };
+    let doomed = schedule(broken_q);
+    let due = schedule(q);
+    let _: () = c.set(format!("rq:queue:{broken_q}"), "x").unwrap();
+    let mut w = WorkerCmd::new(&redis)
+        .args(&[
+            "--queues",
+            &format!("{broken_q},{q}"),
+            "--concurrency",
+            "1",
+            "--name",
+            "sw",
+        ])
+        .config("[worker]\nheartbeat_secs = 1\n")
+        .spawn();
+    assert_eq!(wait_terminal_on(&redis, &mut w, due.as_bytes()), "finished");
+    assert_eq!(
+        wait_terminal_on(&redis, &mut w, doomed.as_bytes()),
+        "failed"
+    );
+    assert!(
+        exc_info(&redis, &doomed)
+            .contains(&format!("rq:queue:{broken_q} holds a string, not a list")),
+        "{}",
+        exc_info(&redis, &doomed)
+    );
+    assert_eq!(
+        redis.zmembers(&format!("rq:failed:{broken_q}")),
+        vec![doomed.clone()]
+    );
+    assert!(redis.zrange(&format!("rq:scheduled:{broken_q}")).is_empty());
+    wait_until("the failed due job to be logged", || {
+        !log_lines(&w, &["could not be moved to its queue", &doomed]).is_empty()
+    });
     assert_still_serving(&redis, &mut w, q);
 }

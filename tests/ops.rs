@@ -3,8 +3,21 @@
 
 use runq_tests::{bin, free_port, wait_until, RedisServer, TempDir};
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// Runs `runq enqueue --file <path>`: its output, stdout and stderr.
+fn enqueue_file(redis: &RedisServer, path: &std::path::Path) -> (Output, String, String) {
+    let out = Command::new(bin("runq"))
+        .args(["enqueue", "--file"])
+        .arg(path)
+        .env("REDIS_URL", redis.url())
+        .output()
+        .expect("run runq enqueue --file");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, stdout, stderr)
+}
 
 #[test]
 fn notify_protocol_ready_watchdog_stopping_in_order() {
@@ -83,14 +96,7 @@ fn batch_enqueue_100k_with_a_malformed_line() {
         ));
     }
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(bin("runq"))
-        .args(["enqueue", "--file"])
-        .arg(&path)
-        .env("REDIS_URL", redis.url())
-        .output()
-        .expect("run runq enqueue --file");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stdout, stderr) = enqueue_file(&redis, &path);
     assert_eq!(
         out.status.code(),
         Some(1),
@@ -159,14 +165,7 @@ fn batch_enqueue_keeps_queue_order_and_refuses_a_queue_key_that_is_not_a_list() 
     ]
     .concat();
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(bin("runq"))
-        .args(["enqueue", "--file"])
-        .arg(&path)
-        .env("REDIS_URL", redis.url())
-        .output()
-        .expect("run runq enqueue --file");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (out, stdout, stderr) = enqueue_file(&redis, &path);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(stdout.contains("enqueued 6 jobs"), "{stdout}");
     assert!(

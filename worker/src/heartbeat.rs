@@ -7,14 +7,16 @@
 //! vanished are cancelled (someone else now owns the job); slots whose worker key vanished
 //! are registered again.
 
-use crate::job::StopReason;
+use crate::job::{Job, StopReason};
 use crate::registration::{self, Identity};
 use crate::service::Service;
 use crate::shutdown::Shutdown;
 use crate::slots::Slots;
 use runq_common::config::Config;
 use runq_common::connect::SharedConnection;
+use runq_common::echo::clip;
 use runq_common::scripts::heartbeat::{self, Beating, SlotBeat};
+use runq_common::scripts::unrecordable::Unrecorded;
 use runq_common::timefmt::Stamp;
 use runq_common::worker_state::WorkerState;
 use std::sync::Arc;
@@ -25,6 +27,9 @@ pub struct Heartbeat {
     pub redis: SharedConnection,
     pub slots: Arc<Slots>,
     pub identity: Identity,
+    /// Slots and executions whose beat a key of the wrong type refused, already logged
+    /// (each is logged once, not on every beat).
+    pub damaged_logged: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Service for Heartbeat {
@@ -59,6 +64,23 @@ impl Service for Heartbeat {
 }
 
 impl Heartbeat {
+    /// Logs each slot or execution whose beat a key refused, once; forgets those no
+    /// longer running.
+    fn log_damaged(&self, damaged: &[Unrecorded], running: &[Arc<Job>]) {
+        let mut logged = self
+            .damaged_logged
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        logged.retain(|k| {
+            self.slots.names.iter().any(|n| n == k) || running.iter().any(|j| &j.member() == k)
+        });
+        for d in damaged {
+            if logged.insert(d.id.clone()) {
+                tracing::error!(of = %clip(&d.id, 120), "the heartbeat cannot refresh this: {}", clip(&d.reason, 300));
+            }
+        }
+    }
+
     /// One heartbeat for all slots.
     pub async fn beat(&self) -> runq_common::Result<()> {
         let keys = self.config.keys();
@@ -121,6 +143,7 @@ impl Heartbeat {
                 return Err(e);
             }
         };
+        self.log_damaged(&reply.damaged, &running);
         for member in reply.lost {
             if let Some(job) = running.iter().find(|j| j.member() == member) {
                 if !job.is_completing() {

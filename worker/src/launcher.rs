@@ -271,6 +271,7 @@ impl Worker {
                 redis: redis.clone(),
                 slots: slots.clone(),
                 identity: self.identity.clone(),
+                damaged_logged: Default::default(),
             },
         );
         service::spawn(

@@ -13,6 +13,7 @@ use crate::service::Service;
 use crate::shutdown::Shutdown;
 use runq_common::config::Config;
 use runq_common::connect::SharedConnection;
+use runq_common::echo::clip;
 use runq_common::scripts::maintenance::{self, Pass, PassReply, PassReport};
 use runq_common::scripts::rate_limits::{self, SweepReport};
 use std::sync::Arc;
@@ -32,7 +33,10 @@ impl Service for Maintenance {
         loop {
             for q in self.config.queue_names() {
                 match self.pass(&q).await {
-                    Ok(PassReply::Done(r, failed)) => {
+                    Ok(PassReply::Done(r, failed, damaged)) => {
+                        for d in &damaged {
+                            tracing::error!(queue = %q, job = %clip(&d.id, 80), "maintenance could not recover the job as usual, so it was failed instead: {}", clip(&d.reason, 300));
+                        }
                         if r != PassReport::default() {
                             tracing::info!(queue = %q, report = ?r, "maintenance recovered jobs");
                         }

@@ -9,6 +9,7 @@ use crate::service::Service;
 use crate::shutdown::Shutdown;
 use runq_common::config::Config;
 use runq_common::connect::SharedConnection;
+use runq_common::echo::clip;
 use runq_common::scripts::scheduler;
 use runq_common::timefmt::Stamp;
 use std::collections::BTreeSet;
@@ -84,7 +85,18 @@ impl Scheduler {
             return Ok(());
         }
         let queues: Vec<String> = held.queues.iter().cloned().collect();
-        let reply = scheduler::tick(&mut conn, &keys, &held.name, LOCK_TTL, &queues).await?;
+        let reply = scheduler::tick(
+            &mut conn,
+            &keys,
+            &held.name,
+            LOCK_TTL,
+            &queues,
+            self.config.worker.failure_ttl,
+        )
+        .await?;
+        for d in &reply.damaged {
+            tracing::error!(job = %clip(&d.id, 80), "a due job could not be moved to its queue, so it was failed instead: {}", clip(&d.reason, 300));
+        }
         if reply.moved > 0 {
             tracing::debug!(moved = reply.moved, "scheduled jobs moved to their queues");
         }

@@ -7,6 +7,7 @@
 use super::claim::{self, ClaimReply, ClaimRequest};
 use super::complete::{self, Defaults, Ended, Recorded};
 use super::unexpected;
+use super::unrecordable::{self, Unrecorded};
 use crate::keys::Keys;
 use crate::timefmt::Stamp;
 use redis::aio::ConnectionLike;
@@ -32,13 +33,6 @@ pub struct CycleReply {
     /// Completions a key of the job refused to record (a key of the wrong type): each
     /// such job was failed as far as its keys allowed ([`unrecordable.lua`](unrecordable.lua)).
     pub unrecorded: Vec<Unrecorded>,
-}
-
-/// One completion that could not be recorded as it was: the job and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unrecorded {
-    pub id: String,
-    pub reason: String,
 }
 
 fn script() -> &'static redis::Script {
@@ -99,22 +93,6 @@ pub async fn cycle<C: ConnectionLike + Send>(
     Ok(CycleReply {
         recorded,
         claim: claim::parse(claimed, req.claim.slots.len())?,
-        unrecorded: parse_unrecorded(unrecorded)?,
+        unrecorded: unrecordable::parse_list("cycle", unrecorded)?,
     })
-}
-
-/// The `{{id, reason}...}` part of the reply (absent or empty: none).
-fn parse_unrecorded(v: Option<redis::Value>) -> redis::RedisResult<Vec<Unrecorded>> {
-    let items = match v {
-        None | Some(redis::Value::Nil) => return Ok(Vec::new()),
-        Some(redis::Value::Array(items)) => items,
-        Some(other) => return Err(unexpected("cycle", format!("unrecorded {other:?}"))),
-    };
-    items
-        .into_iter()
-        .map(|item| {
-            let (id, reason): (String, String) = redis::from_redis_value(item)?;
-            Ok(Unrecorded { id, reason })
-        })
-        .collect()
 }

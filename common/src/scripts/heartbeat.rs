@@ -4,6 +4,7 @@
 //! which worker keys vanished and which executions are no longer ours.
 
 use super::script;
+use super::unrecordable::{self, Unrecorded};
 use crate::keys::Keys;
 use crate::timefmt::Stamp;
 use redis::aio::ConnectionLike;
@@ -30,6 +31,8 @@ pub struct BeatReply {
     pub missing_workers: Vec<String>,
     /// Members (`id:exec_id`) whose started-registry entry is gone.
     pub lost: Vec<String>,
+    /// Slots (worker names) and members whose beat a key of the wrong type refused.
+    pub damaged: Vec<Unrecorded>,
 }
 
 /// Beats once for `workers` and `running`.
@@ -42,7 +45,7 @@ pub async fn beat<C: ConnectionLike + Send>(
     workers: &[SlotBeat<'_>],
     running: &[Beating<'_>],
 ) -> redis::RedisResult<BeatReply> {
-    let mut inv = script!("heartbeat.lua").prepare_invoke();
+    let mut inv = script!("unrecordable.lua", "heartbeat.lua").prepare_invoke();
     inv.arg(keys.prefix())
         .arg(&now.text)
         .arg(&now.epoch_text)
@@ -63,9 +66,11 @@ pub async fn beat<C: ConnectionLike + Send>(
     for r in running {
         inv.arg(r.id).arg(r.exec_id).arg(r.origin);
     }
-    let (missing_workers, lost) = inv.invoke_async(conn).await?;
+    let (missing_workers, lost, damaged): (Vec<String>, Vec<String>, redis::Value) =
+        inv.invoke_async(conn).await?;
     Ok(BeatReply {
         missing_workers,
         lost,
+        damaged: unrecordable::parse_list("heartbeat", Some(damaged))?,
     })
 }

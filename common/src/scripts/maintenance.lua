@@ -9,8 +9,11 @@
 -- unreachable for everyone), recovery waits one `lease` so live workers can beat first.
 -- ARGV: prefix, now_text, queue, policy (fail|requeue), default_failure_ttl,
 --       abandoned_exc_b64, stuck_exc_b64, lease_secs, stall_gap_secs
+-- Each job is handled under pcall: one whose own key refuses a write (a key of the wrong
+-- type) is failed alone as far as its keys allow (unrecordable.lua), and the pass goes on.
 -- Returns {abandoned_failed, abandoned_requeued, abandoned_retried, intermediate_cleared,
--- dead_workers, deferred_by_stall, ready_moved, {failed job id...}} or {'busy'}.
+-- dead_workers, deferred_by_stall, ready_moved, {failed job id...}, {{id, reason}...}}
+-- (the last: the jobs failed that way), or {'busy'}.
 local now_text, q = ARGV[2], ARGV[3]
 local policy, default_ft = ARGV[4], tonumber(ARGV[5])
 local abandoned_exc, stuck_exc = ARGV[6], ARGV[7]
@@ -53,9 +56,16 @@ if now < stall_until then
   deferred = #expired
   expired = {}
 end
-for _, m in ipairs(expired) do
-  redis.call('ZREM', wip, m)
-  local id, ex = split_member(m)
+local damaged = {}
+-- Runs fn(...) for job `id` (see for_one_job): its result, or nil when the job was failed
+-- because one of its keys refused a write.
+local function guarded(id, fn, ...)
+  return for_one_job(damaged, id, q, '', '', now_text, now, default_ft, fn, ...)
+end
+
+-- One expired started-registry member: its execution records dropped, and the job
+-- recovered if it is still `started`. Returns what recover did, or 'gone'.
+local function recover_member(m, id, ex)
   if ex then
     local exk = K.execution(id, ex)
     local w = redis.call('HGET', exk, 'worker_name')
@@ -63,23 +73,32 @@ for _, m in ipairs(expired) do
     redis.call('DEL', exk)
     redis.call('ZREM', K.executions(id), ex)
   end
-  if redis.call('HGET', K.job(id), 'status') == 'started' then
-    local r = recover(id, abandoned_exc)
-    if r == 'failed' then failed = failed + 1 elseif r == 'requeued' then requeued = requeued + 1 else retried = retried + 1 end
-  end
+  if redis.call('HGET', K.job(id), 'status') == 'started' then return recover(id, abandoned_exc) end
+  return 'gone'
+end
+
+for _, m in ipairs(expired) do
+  redis.call('ZREM', wip, m)
+  local id, ex = split_member(m)
+  local r = guarded(id, recover_member, m, id, ex)
+  if r == 'failed' or r == nil then failed = failed + 1
+  elseif r == 'requeued' then requeued = requeued + 1
+  elseif r == 'retried' then retried = retried + 1 end
 end
 
 -- Jobs a crashed Python 3.0 worker left between its two dependent-release steps (RQ's
 -- ReadyJobRegistry.cleanup): still `ready_to_enqueue` → onto the queue (through the
 -- limiter when rate-limited); anything else only leaves the registry.
 local ready_moved = 0
+local function push_ready(id)
+  local f = redis.call('HMGET', K.job(id), 'status', 'origin', 'enqueue_at_front')
+  if f[1] ~= 'ready_to_enqueue' then return false end
+  enqueue_job(id, f[2] or q, now, now_text, f[3] == '1')
+  return true
+end
 for _, id in ipairs(redis.call('ZRANGE', K.ready(q), 0, 999)) do
   redis.call('ZREM', K.ready(q), id)
-  local f = redis.call('HMGET', K.job(id), 'status', 'origin', 'enqueue_at_front')
-  if f[1] == 'ready_to_enqueue' then
-    enqueue_job(id, f[2] or q, now, now_text, f[3] == '1')
-    ready_moved = ready_moved + 1
-  end
+  if guarded(id, push_ready, id) then ready_moved = ready_moved + 1 end
 end
 
 -- Ids left in the intermediate list by a Python worker that died between LMOVE and start.
@@ -90,21 +109,33 @@ if #ids > 0 then
   for _, m in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
     running[(split_member(m))] = true
   end
+  -- Whether the id was cleared from the list as stuck.
+  local function clear_stuck(id)
+    local fk = K.first_seen(q, id)
+    local seen = tonumber(redis.call('GET', fk) or '')
+    if not seen then
+      redis.call('SET', fk, now, 'EX', 86400)
+      return false
+    elseif now - seen > 60 then
+      fail(id, stuck_exc)
+      redis.call('LREM', ikey, 1, id)
+      redis.call('DEL', fk)
+      return true
+    end
+    return false
+  end
   for _, id in ipairs(ids) do
     if not running[id] then
       if redis.call('EXISTS', K.job(id)) == 0 then
         redis.call('LREM', ikey, 1, id)
       else
-        local fk = K.first_seen(q, id)
-        local seen = tonumber(redis.call('GET', fk) or '')
-        if not seen then
-          redis.call('SET', fk, now, 'EX', 86400)
-        elseif now - seen > 60 then
-          fail(id, stuck_exc)
+        local cleared = guarded(id, clear_stuck, id)
+        if cleared == nil then
+          -- Failed because a key refused a write: off the list, as a stuck job goes.
           redis.call('LREM', ikey, 1, id)
-          redis.call('DEL', fk)
-          stuck = stuck + 1
+          pcall(redis.call, 'DEL', K.first_seen(q, id))
         end
+        if cleared ~= false then stuck = stuck + 1 end
       end
     end
   end
@@ -117,4 +148,4 @@ for _, wk in ipairs(redis.call('SMEMBERS', K.queue_workers(q))) do
     dead = dead + 1
   end
 end
-return {failed, requeued, retried, stuck, dead, deferred, ready_moved, failed_ids}
+return {failed, requeued, retried, stuck, dead, deferred, ready_moved, failed_ids, damaged}

@@ -3,6 +3,7 @@
 //! registry entries trimmed; stale intermediate-list entries failed; dead worker records
 //! dropped. After a Redis stall, recovery waits one lease for live workers to beat.
 
+use super::unrecordable::{self, Unrecorded};
 use super::{script, unexpected};
 use crate::config::InterruptedJobPolicy;
 use crate::keys::Keys;
@@ -41,9 +42,10 @@ pub struct PassReport {
 pub enum PassReply {
     /// Python RQ's own cleanup holds the queue right now.
     Busy,
-    /// The counts, and the jobs the pass failed for good (their failure callbacks and
-    /// webhooks are the worker's to run).
-    Done(PassReport, Vec<String>),
+    /// The counts, the jobs the pass failed for good (their failure callbacks and
+    /// webhooks are the worker's to run), and the jobs it failed because one of their
+    /// keys refused a write.
+    Done(PassReport, Vec<String>, Vec<Unrecorded>),
 }
 
 /// Runs one pass.
@@ -62,7 +64,7 @@ pub async fn pass<C: ConnectionLike + Send>(
         InterruptedJobPolicy::Fail => "fail",
         InterruptedJobPolicy::Requeue => "requeue",
     };
-    let reply: redis::Value = script!("maintenance.lua")
+    let reply: redis::Value = script!("unrecordable.lua", "maintenance.lua")
         .prepare_invoke()
         .arg(keys.prefix())
         .arg(&now.text)
@@ -81,6 +83,7 @@ pub async fn pass<C: ConnectionLike + Send>(
     if items.len() == 1 {
         return Ok(PassReply::Busy);
     }
+    let damaged = unrecordable::parse_list("maintenance", items.pop())?;
     let failed_ids = match items.pop() {
         Some(v) => redis::from_redis_value::<Vec<String>>(v).unwrap_or_default(),
         None => Vec::new(),
@@ -100,5 +103,6 @@ pub async fn pass<C: ConnectionLike + Send>(
             ready_moved: ready,
         },
         failed_ids,
+        damaged,
     ))
 }

@@ -16,6 +16,7 @@
 //! | [`enqueue`] | CLI, tests | save and enqueue / defer / schedule one job |
 //! | [`cron`] | worker cron | periodic jobs: leader lock, fire once per tick |
 //! | [`requeue`], [`cancel`], [`empty`] | CLI | operator commands |
+//! | [`unrecordable`] | inside cycle, heartbeat, maintenance, scheduler | a job one of whose keys refuses a write (wrong type) is failed alone, naming the key |
 
 pub mod cancel;
 pub mod claim;
@@ -29,6 +30,7 @@ pub mod maintenance;
 pub mod rate_limits;
 pub mod requeue;
 pub mod scheduler;
+pub mod unrecordable;
 
 const PRELUDE: &str = include_str!("prelude.lua");
 
@@ -38,11 +40,13 @@ fn with_prelude(parts: &[&str]) -> redis::Script {
     redis::Script::new(&format!("{PRELUDE}\n{}", parts.join("\n")))
 }
 
-/// `static` accessor for one script: `script!("empty.lua")` compiles it once per process.
+/// `static` accessor for one script: `script!("empty.lua")` compiles it once per process;
+/// `script!("unrecordable.lua", "heartbeat.lua")` puts the first file's functions before
+/// the script.
 macro_rules! script {
-    ($file:literal) => {{
+    ($($file:literal),+) => {{
         static SCRIPT: std::sync::OnceLock<redis::Script> = std::sync::OnceLock::new();
-        SCRIPT.get_or_init(|| super::with_prelude(&[include_str!($file)]))
+        SCRIPT.get_or_init(|| super::with_prelude(&[$(include_str!($file)),+]))
     }};
 }
 use script;

@@ -4,6 +4,7 @@
 //! scheduler's name as an owner token that only the owner renews or releases.
 
 use super::script;
+use super::unrecordable::{self, Unrecorded};
 use crate::keys::Keys;
 use crate::timefmt::Stamp;
 use redis::aio::ConnectionLike;
@@ -26,18 +27,22 @@ pub struct TickReply {
     pub moved: u64,
     /// Queues whose lock is no longer `token`'s (skipped).
     pub lost: Vec<String>,
+    /// Due jobs failed because one of their keys refused a write.
+    pub damaged: Vec<Unrecorded>,
 }
 
-/// Renews `token`'s locks on `queues` and moves their due jobs.
+/// Renews `token`'s locks on `queues` and moves their due jobs (a job one of whose keys
+/// refuses the move is failed, kept `default_failure_ttl` seconds unless it has its own).
 pub async fn tick<C: ConnectionLike + Send>(
     conn: &mut C,
     keys: &Keys,
     token: &str,
     lock_ttl_secs: u64,
     queues: &[String],
+    default_failure_ttl: i64,
 ) -> redis::RedisResult<TickReply> {
     let now = Stamp::now();
-    let mut inv = script!("scheduler.lua").prepare_invoke();
+    let mut inv = script!("unrecordable.lua", "scheduler.lua").prepare_invoke();
     inv.arg(keys.prefix())
         .arg(token)
         .arg(lock_ttl_secs)
@@ -46,13 +51,13 @@ pub async fn tick<C: ConnectionLike + Send>(
     for q in queues {
         inv.arg(q);
     }
-    let out: Vec<redis::Value> = inv.invoke_async(conn).await?;
-    let mut it = out.into_iter();
-    let moved: u64 = redis::from_redis_value(it.next().unwrap_or(redis::Value::Int(0)))?;
-    let lost = it
-        .map(redis::from_redis_value::<String>)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(TickReply { moved, lost })
+    inv.arg(default_failure_ttl);
+    let (moved, lost, damaged): (u64, Vec<String>, redis::Value) = inv.invoke_async(conn).await?;
+    Ok(TickReply {
+        moved,
+        lost,
+        damaged: unrecordable::parse_list("scheduler", Some(damaged))?,
+    })
 }
 
 /// Releases the locks on `queues` still held with `token`, and deletes the scheduler's

@@ -31,6 +31,7 @@ local function job_keys(id, origin)
     {K.job(id), 'hash'}, {K.results(id), 'stream'}, {K.executions(id), 'zset'},
     {K.dependents(id), 'set'}, {K.dependencies(id), 'set'},
     {K.started(origin), 'zset'}, {K.finished(origin), 'zset'}, {K.failed(origin), 'zset'},
+    {K.queue(origin), 'list'}, {K.scheduled(origin), 'zset'}, {K.deferred(origin), 'zset'},
   }
 end
 
@@ -93,14 +94,19 @@ local function rq_exc_string(text) return base64(zlib_stored(text)) end
 -- registry with its failure TTL. `owned`: this execution is known to own the job (it
 -- claimed it in this call, or its completion got past the ownership test); otherwise
 -- the job is failed only if it is still in the started registry under this execution.
+-- `ex` and `w` are '' for a job no execution holds (maintenance, the scheduler).
 -- Returns 'failed', or 'lost' when the job was not this execution's.
 local function fail_unrecordable(id, origin, ex, w, why, owned, now_text, now, default_ft)
-  local m = member(id, ex)
-  pcall(redis.call, 'SREM', K.worker_executions(w), m)
-  pcall(redis.call, 'DEL', K.execution(id, ex))
-  pcall(redis.call, 'ZREM', K.executions(id), ex)
-  local ok, removed = pcall(redis.call, 'ZREM', K.started(origin), m)
-  if not owned and not (ok and removed == 1) then return 'lost' end
+  if ex ~= '' then
+    local m = member(id, ex)
+    if w ~= '' then pcall(redis.call, 'SREM', K.worker_executions(w), m) end
+    pcall(redis.call, 'DEL', K.execution(id, ex))
+    pcall(redis.call, 'ZREM', K.executions(id), ex)
+    local ok, removed = pcall(redis.call, 'ZREM', K.started(origin), m)
+    if not owned and not (ok and removed == 1) then return 'lost' end
+  elseif not owned then
+    return 'lost'
+  end
   local jk = K.job(id)
   local text = 'InvalidJob: runq could not record this job: ' .. why
   local got, own = pcall(redis.call, 'HGET', jk, 'failure_ttl')
@@ -112,7 +118,24 @@ local function fail_unrecordable(id, origin, ex, w, why, owned, now_text, now, d
     pcall(redis.call, 'EXPIRE', jk, num_text(ft))
   end
   pcall(redis.call, 'ZADD', K.failed(origin), num_text(score), id)
-  pcall(redis.call, 'XADD', K.results(id), 'MAXLEN', '~', '10', '*', 'type', '2',
-    'worker_name', w, 'exc_string', rq_exc_string(text), 'execution_id', ex)
+  local result = {'type', '2', 'worker_name', w, 'exc_string', rq_exc_string(text)}
+  if ex ~= '' then
+    result[#result + 1] = 'execution_id'
+    result[#result + 1] = ex
+  end
+  pcall(redis.call, 'XADD', K.results(id), 'MAXLEN', '~', '10', '*', unpack(result))
   return 'failed'
+end
+
+-- Runs fn(...) for one job under pcall. On an error that is the job's (not a transient
+-- one, which is raised again), fails the job with fail_unrecordable (`owned`: see there),
+-- appends {id, reason} to `damaged` and returns nil; otherwise returns fn's result.
+local function for_one_job(damaged, id, origin, ex, w, now_text, now, default_ft, fn, ...)
+  local ok, r = pcall(fn, ...)
+  if ok then return r end
+  raise_if_transient(r)
+  local why = unrecordable_reason(id, origin, r)
+  fail_unrecordable(id, origin, ex, w, why, true, now_text, now, default_ft)
+  damaged[#damaged + 1] = {id, why}
+  return nil
 end
