@@ -1174,7 +1174,7 @@ fn item20_a_job_key_of_the_wrong_type_fails_that_job_alone_naming_the_key() {
         assert_eq!(v, "x", "{key} is left alone");
     }
     assert!(
-        log_lines(&w, &[&at_end, "could not record the job's end"]).len() == 1,
+        log_lines(&w, &[&at_end, "a key of the job refused a write"]).len() == 1,
         "{}",
         w.logs()
     );
@@ -1351,5 +1351,74 @@ fn item23_a_due_job_whose_queue_key_is_not_a_list_fails_and_the_others_move() {
     wait_until("the failed due job to be logged", || {
         !log_lines(&w, &["could not be moved to its queue", &doomed]).is_empty()
     });
+    assert_still_serving(&redis, &mut w, q);
+}
+
+#[test]
+fn item24_a_dependent_whose_key_refuses_its_release_fails_alone_and_its_parent_finishes() {
+    let redis = RedisServer::start();
+    let q = "dq";
+    let parent = enqueue(&redis, &["runq.tasks.echo", "1", "--queue", q]);
+    let damaged = enqueue(
+        &redis,
+        &[
+            "runq.tasks.echo",
+            "2",
+            "--queue",
+            q,
+            "--depends-on",
+            &parent,
+        ],
+    );
+    let sibling = enqueue(
+        &redis,
+        &[
+            "runq.tasks.echo",
+            "3",
+            "--queue",
+            q,
+            "--depends-on",
+            &parent,
+        ],
+    );
+    assert_eq!(redis.status(&damaged).as_deref(), Some("deferred"));
+    // RQ's key of the dependent's dependencies (note the double colon), now a string.
+    let key = format!("rq:job::{damaged}:dependencies");
+    let _: () = redis.conn().del(&key).unwrap();
+    let _: () = redis.conn().set(&key, "x").unwrap();
+    let mut w = WorkerCmd::new(&redis)
+        .args(&["--queues", q, "--concurrency", "1", "--name", "dw"])
+        .config("[worker]\nheartbeat_secs = 1\n")
+        .spawn();
+    assert_eq!(
+        wait_terminal_on(&redis, &mut w, parent.as_bytes()),
+        "finished"
+    );
+    assert_eq!(
+        wait_terminal_on(&redis, &mut w, sibling.as_bytes()),
+        "finished"
+    );
+    assert_eq!(
+        wait_terminal_on(&redis, &mut w, damaged.as_bytes()),
+        "failed"
+    );
+    let text = exc_info(&redis, &damaged);
+    assert!(
+        text.contains(&format!(
+            "as a dependent of {parent}: the key {key} holds a string, not a set"
+        )),
+        "{text}"
+    );
+    assert_registry_holds(&redis, &format!("rq:failed:{q}"), &[&damaged]);
+    assert!(redis.zrange(&format!("rq:deferred:{q}")).is_empty());
+    assert!(!redis
+        .smembers(&format!("rq:job:{parent}:dependents"))
+        .contains(&damaged));
+    assert_eq!(
+        log_lines(&w, &["a key of the job refused a write", &damaged]).len(),
+        1,
+        "{}",
+        w.logs()
+    );
     assert_still_serving(&redis, &mut w, q);
 }

@@ -9,7 +9,8 @@
 --       nq, (queue, capacity)*nq, ns, (worker_name, execution_id)*ns
 -- A completion a key refuses to record fails that job alone (unrecordable.lua).
 -- Returns {{recorded...}, 'suspended' | {claim entry...}, {{id, reason}...}}: the last
--- part lists the completions that were refused and failed that way.
+-- part lists the jobs failed that way (completions, and dependents whose release a key
+-- refused).
 local now_text, now_epoch = ARGV[2], ARGV[3]
 local lease, default_rt, default_ft = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = server_now()
@@ -55,4 +56,5 @@ for _, w in ipairs(completed_by) do
     redis.call('HDEL', K.worker(w), 'current_job', 'current_job_working_time')
   end
 end
+for _, d in ipairs(damaged_dependents) do unrecorded[#unrecorded + 1] = d end
 return {recorded, claimed, unrecorded}

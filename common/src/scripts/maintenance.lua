@@ -148,4 +148,5 @@ for _, wk in ipairs(redis.call('SMEMBERS', K.queue_workers(q))) do
     dead = dead + 1
   end
 end
+for _, d in ipairs(damaged_dependents) do damaged[#damaged + 1] = d end
 return {failed, requeued, retried, stuck, dead, deferred, ready_moved, failed_ids, damaged}

@@ -240,6 +240,32 @@ local function dependency_met(ps, allow_failures)
   return false
 end
 
+-- One dependent `dep` of a parent that just reached a final state: onto its queue when
+-- it is deferred and all its dependencies are met (then out of the parent's set `dkey`),
+-- out of the set when its hash is gone. Returns 1 while it still waits in the set, else 0.
+local function release_dependent(dkey, dep, now, now_text)
+  local f = redis.call('HMGET', K.job(dep), 'status', 'origin', 'allow_dependency_failures', 'enqueue_at_front')
+  local st, origin = f[1], f[2]
+  if not st then
+    redis.call('SREM', dkey, dep)
+    return 0
+  end
+  if st ~= 'deferred' or not origin then return 1 end
+  local allow = f[3] == '1'
+  for _, parent in ipairs(redis.call('SMEMBERS', K.dependencies(dep))) do
+    if not dependency_met(redis.call('HGET', K.job(parent), 'status'), allow) then return 1 end
+  end
+  redis.call('ZREM', K.deferred(origin), dep)
+  enqueue_job(dep, origin, now, now_text, f[4] == '1')
+  redis.call('SREM', dkey, dep)
+  return 0
+end
+
+-- Set by unrecordable.lua in the scripts that include it: fails a dependent one of whose
+-- keys refused its release (and takes it out of the set), so the parent and the other
+-- dependents are recorded as usual. Without it, such a write fails the whole call.
+local on_damaged_dependent = nil
+
 -- Moves every deferred dependent of `parent_id` whose dependencies are all met onto its
 -- queue (through its limiter when rate-limited), in the same atomic step as the parent's
 -- own transition. Returns how many dependents are still waiting in the set.
@@ -247,27 +273,15 @@ local function release_dependents(parent_id, now, now_text)
   local dkey = K.dependents(parent_id)
   local left = 0
   for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
-    local f = redis.call('HMGET', K.job(dep), 'status', 'origin', 'allow_dependency_failures', 'enqueue_at_front')
-    local st, origin = f[1], f[2]
-    left = left + 1
-    if not st then
-      redis.call('SREM', dkey, dep)
-      left = left - 1
-    elseif st == 'deferred' and origin then
-      local allow = f[3] == '1'
-      local ok = true
-      for _, parent in ipairs(redis.call('SMEMBERS', K.dependencies(dep))) do
-        if not dependency_met(redis.call('HGET', K.job(parent), 'status'), allow) then
-          ok = false
-          break
-        end
-      end
+    if on_damaged_dependent then
+      local ok, waiting = pcall(release_dependent, dkey, dep, now, now_text)
       if ok then
-        redis.call('ZREM', K.deferred(origin), dep)
-        enqueue_job(dep, origin, now, now_text, f[4] == '1')
-        redis.call('SREM', dkey, dep)
-        left = left - 1
+        left = left + waiting
+      else
+        on_damaged_dependent(parent_id, dkey, dep, waiting, now, now_text)
       end
+    else
+      left = left + release_dependent(dkey, dep, now, now_text)
     end
   end
   return left

@@ -1,9 +1,10 @@
--- A job whose own keys refuse the writes of its claim or its completion (a key of the
--- wrong type, left there by hand or by hostile input, such as a string at
--- `rq:results:<id>`). cycle.lua runs each job's claim and each completion under `pcall`,
--- so such a job costs only itself: the round's other jobs are recorded as usual, and
--- this job is failed as far as its keys allow (every write on its own), with a reason
--- that names the key. Without this, Redis aborts the whole script at the first refused
+-- A job whose own keys refuse a script's writes (a key of the wrong type, left there by
+-- hand or by hostile input, such as a string at `rq:results:<id>`). The scripts that
+-- include this file (cycle, heartbeat, maintenance, scheduler) handle each job under
+-- `pcall`, and release each dependent so too (prelude's `on_damaged_dependent`), so
+-- such a job costs only itself: the call's other jobs are recorded as usual, and this
+-- job is failed as far as its keys allow (every write on its own), with a reason that
+-- names the key. Without this, Redis aborts the whole script at the first refused
 -- write, after the writes before it (Redis does not roll a script back).
 
 -- The text of an error caught by `pcall` (Redis 7 gives a string, some versions a table).
@@ -117,7 +118,7 @@ local function fail_unrecordable(id, origin, ex, w, why, owned, now_text, now, d
     score = math.floor(now) + ft
     pcall(redis.call, 'EXPIRE', jk, num_text(ft))
   end
-  pcall(redis.call, 'ZADD', K.failed(origin), num_text(score), id)
+  if origin ~= '' then pcall(redis.call, 'ZADD', K.failed(origin), num_text(score), id) end
   local result = {'type', '2', 'worker_name', w, 'exc_string', rq_exc_string(text)}
   if ex ~= '' then
     result[#result + 1] = 'execution_id'
@@ -138,4 +139,22 @@ local function for_one_job(damaged, id, origin, ex, w, now_text, now, default_ft
   fail_unrecordable(id, origin, ex, w, why, true, now_text, now, default_ft)
   damaged[#damaged + 1] = {id, why}
   return nil
+end
+
+-- RQ's default failure TTL (a year), for a dependent failed by on_damaged_dependent.
+local DEPENDENT_FAILURE_TTL = 31536000
+
+-- The dependents failed by on_damaged_dependent in this call, {id, reason} each: the
+-- script adds them to what it reports.
+local damaged_dependents = {}
+
+on_damaged_dependent = function(parent_id, dkey, dep, err, now, now_text)
+  raise_if_transient(err)
+  local got, origin = pcall(redis.call, 'HGET', K.job(dep), 'origin')
+  if not got or not origin then origin = '' end
+  local why = 'as a dependent of ' .. parent_id .. ': ' .. unrecordable_reason(dep, origin, err)
+  fail_unrecordable(dep, origin, '', '', why, true, now_text, now, DEPENDENT_FAILURE_TTL)
+  pcall(redis.call, 'ZREM', K.deferred(origin), dep)
+  pcall(redis.call, 'SREM', dkey, dep)
+  damaged_dependents[#damaged_dependents + 1] = {dep, why}
 end

@@ -27,8 +27,12 @@ pub(super) fn parse_list(
     items
         .into_iter()
         .map(|item| {
-            let (id, reason): (String, String) = redis::from_redis_value(item)?;
-            Ok(Unrecorded { id, reason })
+            // Ids and keys come from Redis as they are, not always UTF-8.
+            let (id, reason): (Vec<u8>, Vec<u8>) = redis::from_redis_value(item)?;
+            Ok(Unrecorded {
+                id: String::from_utf8_lossy(&id).into_owned(),
+                reason: String::from_utf8_lossy(&reason).into_owned(),
+            })
         })
         .collect()
 }

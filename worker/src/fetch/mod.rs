@@ -418,7 +418,7 @@ impl Fetcher {
         drop(ended);
         drop(done);
         for u in &reply.unrecorded {
-            tracing::error!(job = %clip(&u.id, 80), "could not record the job's end, so it was failed instead: {}", clip(&u.reason, 300));
+            tracing::error!(job = %clip(&u.id, 80), "a key of the job refused a write, so the job was failed instead: {}", clip(&u.reason, 300));
         }
         let mut recorded = reply.recorded.into_iter();
         let mut answers: Vec<(Request, Option<Recorded>, Option<Claimed>)> = pending
