@@ -1422,3 +1422,108 @@ fn item24_a_dependent_whose_key_refuses_its_release_fails_alone_and_its_parent_f
     );
     assert_still_serving(&redis, &mut w, q);
 }
+
+#[test]
+fn item25_a_slot_key_of_the_wrong_type_fails_no_job() {
+    let redis = RedisServer::start();
+    let q = "kq";
+    let mut w = worker(&redis, q, "kw");
+    // The slot's own set of executions (RQ 3.0), now a string.
+    let key = "rq:worker:kw:executions";
+    let _: () = redis.conn().del(key).unwrap();
+    let _: () = redis.conn().set(key, "x").unwrap();
+    for i in 0..3 {
+        let id = enqueue(&redis, &["runq.tasks.echo", &i.to_string(), "--queue", q]);
+        assert_eq!(
+            wait_terminal_on(&redis, &mut w, id.as_bytes()),
+            "finished",
+            "job {i}: {}",
+            exc_info(&redis, &id)
+        );
+    }
+    assert!(redis.zrange(&format!("rq:failed:{q}")).is_empty());
+    assert!(
+        log_lines(&w, &["recording and claiming jobs failed"]).is_empty(),
+        "{}",
+        w.logs()
+    );
+    let v: String = redis.conn().get(key).unwrap();
+    assert_eq!(v, "x", "{key} is left alone");
+}
+
+#[test]
+fn item26_a_parent_whose_result_is_refused_releases_no_dependent() {
+    let redis = RedisServer::start();
+    let q = "pq";
+    let parent = enqueue(&redis, &["runq.tasks.echo", "1", "--queue", q]);
+    let dependent = enqueue(
+        &redis,
+        &[
+            "runq.tasks.echo",
+            "2",
+            "--queue",
+            q,
+            "--depends-on",
+            &parent,
+        ],
+    );
+    let key = format!("rq:results:{parent}");
+    let _: () = redis.conn().set(&key, "x").unwrap();
+    let mut w = worker(&redis, q, "pw");
+    assert_eq!(
+        wait_terminal_on(&redis, &mut w, parent.as_bytes()),
+        "failed"
+    );
+    assert!(exc_info(&redis, &parent).contains(&format!("{key} holds a string, not a stream")));
+    // A job enqueued after the parent failed runs through the same worker; the
+    // dependent of the failed parent is still waiting, as RQ leaves it.
+    assert_still_serving(&redis, &mut w, q);
+    assert_eq!(redis.status(&dependent).as_deref(), Some("deferred"));
+    assert_eq!(
+        redis.zmembers(&format!("rq:deferred:{q}")),
+        vec![dependent.clone()]
+    );
+    assert!(redis
+        .zmembers(&format!("rq:finished:{q}"))
+        .iter()
+        .all(|id| id != &parent));
+}
+
+#[test]
+fn item27_a_rate_limit_waiter_whose_queue_key_refuses_its_promotion_fails_alone() {
+    let redis = RedisServer::start();
+    python(
+        Py::Rq3,
+        &redis,
+        r#"
+        from rq import Queue, RateLimit
+        Queue('rlq', connection=conn).enqueue('runq.tasks.echo', 'a', rate_limit=RateLimit('hk', 1), job_id='rl-a')
+        Queue('rlq2', connection=conn).enqueue('runq.tasks.echo', 'b', rate_limit=RateLimit('hk', 1), job_id='rl-b')
+        Queue('rlq', connection=conn).enqueue('runq.tasks.echo', 'c', rate_limit=RateLimit('hk', 1), job_id='rl-c')
+        "#,
+    );
+    assert_eq!(redis.status("rl-b").as_deref(), Some("rate_limited"));
+    // rl-a's end promotes rl-b, whose push onto its queue this key refuses.
+    let _: () = redis.conn().set("rq:queue:rlq2", "x").unwrap();
+    let mut w = worker(&redis, "rlq", "rlw");
+    assert_eq!(wait_terminal_on(&redis, &mut w, b"rl-a"), "finished");
+    assert_eq!(wait_terminal_on(&redis, &mut w, b"rl-c"), "finished");
+    assert_eq!(wait_terminal_on(&redis, &mut w, b"rl-b"), "failed");
+    let text = exc_info(&redis, "rl-b");
+    assert!(
+        text.contains(
+            "as a waiter of rate limit hk: the key rq:queue:rlq2 holds a string, not a list"
+        ),
+        "{text}"
+    );
+    assert_eq!(redis.zmembers("rq:failed:rlq2"), vec!["rl-b".to_string()]);
+    assert!(!redis
+        .zmembers("rq:rl:hk:allowed")
+        .contains(&"rl-b".to_string()));
+    assert_eq!(
+        log_lines(&w, &["a key of the job refused a write", "rl-b"]).len(),
+        1,
+        "{}",
+        w.logs()
+    );
+}

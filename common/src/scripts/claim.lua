@@ -70,22 +70,28 @@ local function claim_jobs(q, now, now_text, now_epoch)
     out[#out + 1] = {'refused', queue, id, reason}
   end
 
-  -- Records job `id` as started by slot worker `w`, execution `ex`.
+  -- Records job `id` as started by slot worker `w`, execution `ex`: the job's own keys.
   local function start(jk, id, ttl, origin, w, ex)
-    local m = member(id, ex)
     redis.call('HSET', jk, 'status', 'started', 'started_at', now_text, 'last_heartbeat', now_text, 'worker_name', w)
     if ttl and ttl ~= '' then redis.call('PERSIST', jk) end
-    redis.call('ZADD', K.started(origin), deadline, m)
+    redis.call('ZADD', K.started(origin), deadline, member(id, ex))
     redis.call('HSET', K.execution(id, ex), 'id', ex, 'job_id', id, 'created_at', now_epoch, 'last_heartbeat', now_epoch, 'worker_name', w)
     redis.call('ZADD', K.executions(id), executions_deadline, ex)
-    redis.call('SADD', K.worker_executions(w), m)
-    redis.call('HSET', K.worker(w), 'state', BUSY, 'current_job', id, 'current_job_working_time', '0')
+  end
+
+  -- The slot's own keys for its new job. A slot key of the wrong type is the slot's
+  -- damage, not the job's (the heartbeat names it): its write is skipped.
+  local function show_busy(id, w, ex)
+    pcall(redis.call, 'SADD', K.worker_executions(w), member(id, ex))
+    pcall(redis.call, 'HSET', K.worker(w), 'state', BUSY, 'current_job', id, 'current_job_working_time', '0')
   end
 
   -- The job a lost round already claimed for `slot`, if any.
   local function claimed_before(slot)
     local w, ex = q.slots[slot][1], q.slots[slot][2]
-    for _, m in ipairs(redis.call('SMEMBERS', K.worker_executions(w))) do
+    local ok, members = pcall(redis.call, 'SMEMBERS', K.worker_executions(w))
+    if not ok then return nil end
+    for _, m in ipairs(members) do
       local id, mex = split_member(m)
       if mex == ex then
         local h = redis.call('HGETALL', K.job(id))
@@ -127,6 +133,7 @@ local function claim_jobs(q, now, now_text, now_epoch)
         local w, ex = q.slots[slot][1], q.slots[slot][2]
         local started, err = pcall(start, jk, id, ttl, origin, w, ex)
         if started then
+          show_busy(id, w, ex)
           if caps[qi] > 0 then caps[qi] = caps[qi] - 1 end
           busy[w] = true
           out[#out + 1] = {'job', slot, id, origin, queue, h}

@@ -109,7 +109,6 @@ local function succeed(id, origin, w, payload, started_epoch, result_ttl, ex, x,
   local jk = K.job(id)
   local rt = int_in(result_ttl, -1, MAX_TTL) or default_rt
   redis.call('HSET', jk, 'status', 'finished', 'ended_at', now_text, 'last_heartbeat', now_text)
-  local left_waiting = release_dependents(id, now, now_text)
   if rt ~= 0 then
     local rk = K.results(id)
     if payload ~= '' then
@@ -128,6 +127,9 @@ local function succeed(id, origin, w, payload, started_epoch, result_ttl, ex, x,
       redis.call('ZADD', K.finished(origin), '+inf', id)
     end
   end
+  -- After the job's own result and registry writes, so that a key of the job's refusing
+  -- one of them (the job is then failed, unrecordable.lua) has released no dependent.
+  local left_waiting = release_dependents(id, now, now_text)
   if x ~= NO_EXTRA then
     local repeated = repeat_job(id, origin, x, now, now_text)
     if repeated then
@@ -163,7 +165,8 @@ local function complete_execution(i, now, now_text, now_epoch, default_rt, defau
   local x = NO_EXTRA
   if ARGV[i + 8] == '1' then x = extra_at(i + 9) end
   local m = id .. ':' .. ex
-  redis.call('SREM', K.worker_executions(w), m)
+  -- The slot's own key: one of the wrong type is the slot's damage, not the job's.
+  pcall(redis.call, 'SREM', K.worker_executions(w), m)
   redis.call('DEL', K.execution(id, ex))
   redis.call('ZREM', K.executions(id), ex)
   if redis.call('ZREM', K.started(origin), m) == 0 or outcome == 'lost' then return 'lost' end

@@ -14,6 +14,7 @@
 local now_text, now_epoch = ARGV[2], ARGV[3]
 local lease, default_rt, default_ft = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = server_now()
+other_failure_ttl = default_ft
 local at = 10
 local nc = tonumber(ARGV[at])
 local recorded, completed_by, unrecorded = {}, {}, {}
@@ -52,9 +53,10 @@ elseif ns == 0 then
 end
 for _, w in ipairs(completed_by) do
   if not busy[w] then
-    redis.call('HSET', K.worker(w), 'state', IDLE)
-    redis.call('HDEL', K.worker(w), 'current_job', 'current_job_working_time')
+    -- (A slot key of the wrong type is the slot's damage: the heartbeat names it.)
+    pcall(redis.call, 'HSET', K.worker(w), 'state', IDLE)
+    pcall(redis.call, 'HDEL', K.worker(w), 'current_job', 'current_job_working_time')
   end
 end
-for _, d in ipairs(damaged_dependents) do unrecorded[#unrecorded + 1] = d end
+for _, d in ipairs(damaged_others) do unrecorded[#unrecorded + 1] = d end
 return {recorded, claimed, unrecorded}

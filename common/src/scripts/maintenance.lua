@@ -20,6 +20,7 @@ local abandoned_exc, stuck_exc = ARGV[6], ARGV[7]
 local lease, stall_gap = tonumber(ARGV[8]), tonumber(ARGV[9])
 if redis.call('EXISTS', K.clean_registries(q)) == 1 then return {'busy'} end
 local now = server_now()
+other_failure_ttl = default_ft
 observe_clock(now, lease, stall_gap)
 local stall_until = tonumber(redis.call('GET', K.stall()) or '') or 0
 redis.call('ZREMRANGEBYSCORE', K.finished(q), 0, math.floor(now))
@@ -109,33 +110,25 @@ if #ids > 0 then
   for _, m in ipairs(redis.call('ZRANGE', wip, 0, -1)) do
     running[(split_member(m))] = true
   end
-  -- Whether the id was cleared from the list as stuck.
-  local function clear_stuck(id)
-    local fk = K.first_seen(q, id)
-    local seen = tonumber(redis.call('GET', fk) or '')
-    if not seen then
-      redis.call('SET', fk, now, 'EX', 86400)
-      return false
-    elseif now - seen > 60 then
-      fail(id, stuck_exc)
-      redis.call('LREM', ikey, 1, id)
-      redis.call('DEL', fk)
-      return true
-    end
-    return false
-  end
   for _, id in ipairs(ids) do
     if not running[id] then
       if redis.call('EXISTS', K.job(id)) == 0 then
         redis.call('LREM', ikey, 1, id)
       else
-        local cleared = guarded(id, clear_stuck, id)
-        if cleared == nil then
-          -- Failed because a key refused a write: off the list, as a stuck job goes.
+        -- (A first-seen key of the wrong type leaves the id for a later pass: it is
+        -- Python RQ's key as much as ours, and says nothing about the job.)
+        local fk = K.first_seen(q, id)
+        local got, raw = pcall(redis.call, 'GET', fk)
+        local seen = got and tonumber(raw or '')
+        if got and not seen then
+          redis.call('SET', fk, now, 'EX', 86400)
+        elseif seen and now - seen > 60 then
+          -- Failed as stuck, or failed alone when one of its keys refuses that.
+          guarded(id, fail, id, stuck_exc)
           redis.call('LREM', ikey, 1, id)
-          pcall(redis.call, 'DEL', K.first_seen(q, id))
+          redis.call('DEL', fk)
+          stuck = stuck + 1
         end
-        if cleared ~= false then stuck = stuck + 1 end
       end
     end
   end
@@ -148,5 +141,5 @@ for _, wk in ipairs(redis.call('SMEMBERS', K.queue_workers(q))) do
     dead = dead + 1
   end
 end
-for _, d in ipairs(damaged_dependents) do damaged[#damaged + 1] = d end
+for _, d in ipairs(damaged_others) do damaged[#damaged + 1] = d end
 return {failed, requeued, retried, stuck, dead, deferred, ready_moved, failed_ids, damaged}

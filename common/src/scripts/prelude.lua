@@ -162,6 +162,33 @@ local function rate_limit_of(id)
   return nil, nil
 end
 
+-- Set by unrecordable.lua in the scripts that include it: fails job `id`, one of whose
+-- keys refused a write made for it during another job's transition (`context` says
+-- which, for the reason: a dependent being released, a rate-limit waiter being
+-- promoted), so that the transition and its other jobs are recorded as usual. Without
+-- it, such a write fails the whole call.
+local on_damaged_job = nil
+
+-- Runs fn(...) for job `id` inside another job's transition. Returns true and fn's
+-- result, or false once on_damaged_job has failed `id` because one of its keys refused
+-- a write (only when the hook is set; otherwise the error goes up).
+local function for_other_job(id, context, now, now_text, fn, ...)
+  if not on_damaged_job then return true, fn(...) end
+  local ok, r = pcall(fn, ...)
+  if ok then return true, r end
+  on_damaged_job(id, context, r, now, now_text)
+  return false, nil
+end
+
+-- Promotes waiter `id` of rate limit `k` if it still waits: 1, else 0 (a stale entry).
+local function rl_promote_one(k, id, now, now_text)
+  local f = redis.call('HMGET', K.job(id), 'origin', 'status', 'enqueue_at_front')
+  if not (f[1] and f[2] == 'rate_limited') then return 0 end
+  redis.call('ZADD', K.rl_allowed(k), math.floor(now), id)
+  push_queued(id, f[1], now_text, f[3] == '1')
+  return 1
+end
+
 -- Fills every free slot of rate limit `k` from its waiting line, oldest first (RQ's
 -- ACQUIRE_AND_ENQUEUE): a waiter is pushed onto its queue with status `queued`; stale
 -- entries (no hash, no origin, no longer `rate_limited`) are dropped.
@@ -172,11 +199,12 @@ local function rl_promote(k, now, now_text)
     local popped = redis.call('ZPOPMIN', K.rl_waiting(k))
     if #popped == 0 then break end
     local id = popped[1]
-    local f = redis.call('HMGET', K.job(id), 'origin', 'status', 'enqueue_at_front')
-    if f[1] and f[2] == 'rate_limited' then
-      redis.call('ZADD', K.rl_allowed(k), math.floor(now), id)
-      push_queued(id, f[1], now_text, f[3] == '1')
-      promoted = promoted + 1
+    local ok, n = for_other_job(id, 'as a waiter of rate limit ' .. k, now, now_text,
+      rl_promote_one, k, id, now, now_text)
+    if ok then
+      promoted = promoted + n
+    else
+      pcall(redis.call, 'ZREM', K.rl_allowed(k), id)
     end
   end
   return promoted
@@ -261,11 +289,6 @@ local function release_dependent(dkey, dep, now, now_text)
   return 0
 end
 
--- Set by unrecordable.lua in the scripts that include it: fails a dependent one of whose
--- keys refused its release (and takes it out of the set), so the parent and the other
--- dependents are recorded as usual. Without it, such a write fails the whole call.
-local on_damaged_dependent = nil
-
 -- Moves every deferred dependent of `parent_id` whose dependencies are all met onto its
 -- queue (through its limiter when rate-limited), in the same atomic step as the parent's
 -- own transition. Returns how many dependents are still waiting in the set.
@@ -273,15 +296,12 @@ local function release_dependents(parent_id, now, now_text)
   local dkey = K.dependents(parent_id)
   local left = 0
   for _, dep in ipairs(redis.call('SMEMBERS', dkey)) do
-    if on_damaged_dependent then
-      local ok, waiting = pcall(release_dependent, dkey, dep, now, now_text)
-      if ok then
-        left = left + waiting
-      else
-        on_damaged_dependent(parent_id, dkey, dep, waiting, now, now_text)
-      end
+    local ok, waiting = for_other_job(dep, 'as a dependent of ' .. parent_id, now, now_text,
+      release_dependent, dkey, dep, now, now_text)
+    if ok then
+      left = left + waiting
     else
-      left = left + release_dependent(dkey, dep, now, now_text)
+      pcall(redis.call, 'SREM', dkey, dep)
     end
   end
   return left

@@ -12,6 +12,7 @@ local token, ttl, now_text = ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local now = server_now()
 local nq = tonumber(ARGV[5])
 local default_ft = tonumber(ARGV[6 + nq])
+other_failure_ttl = default_ft
 local moved = 0
 local lost, damaged = {}, {}
 
@@ -39,4 +40,5 @@ for i = 1, nq do
     lost[#lost + 1] = q
   end
 end
+for _, d in ipairs(damaged_others) do damaged[#damaged + 1] = d end
 return {moved, lost, damaged}

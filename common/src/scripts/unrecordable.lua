@@ -1,7 +1,8 @@
 -- A job whose own keys refuse a script's writes (a key of the wrong type, left there by
 -- hand or by hostile input, such as a string at `rq:results:<id>`). The scripts that
 -- include this file (cycle, heartbeat, maintenance, scheduler) handle each job under
--- `pcall`, and release each dependent so too (prelude's `on_damaged_dependent`), so
+-- `pcall`, and each dependent released or rate-limit waiter promoted for it so too
+-- (prelude's `on_damaged_job`), so
 -- such a job costs only itself: the call's other jobs are recorded as usual, and this
 -- job is failed as far as its keys allow (every write on its own), with a reason that
 -- names the key. Without this, Redis aborts the whole script at the first refused
@@ -118,7 +119,13 @@ local function fail_unrecordable(id, origin, ex, w, why, owned, now_text, now, d
     score = math.floor(now) + ft
     pcall(redis.call, 'EXPIRE', jk, num_text(ft))
   end
-  if origin ~= '' then pcall(redis.call, 'ZADD', K.failed(origin), num_text(score), id) end
+  if origin ~= '' then
+    -- Out of wherever the refused transition had already put it.
+    pcall(redis.call, 'ZREM', K.finished(origin), id)
+    pcall(redis.call, 'ZREM', K.scheduled(origin), id)
+    pcall(redis.call, 'LREM', K.queue(origin), 0, id)
+    pcall(redis.call, 'ZADD', K.failed(origin), num_text(score), id)
+  end
   local result = {'type', '2', 'worker_name', w, 'exc_string', rq_exc_string(text)}
   if ex ~= '' then
     result[#result + 1] = 'execution_id'
@@ -141,20 +148,20 @@ local function for_one_job(damaged, id, origin, ex, w, now_text, now, default_ft
   return nil
 end
 
--- RQ's default failure TTL (a year), for a dependent failed by on_damaged_dependent.
-local DEPENDENT_FAILURE_TTL = 31536000
+-- The failure TTL for a job failed by on_damaged_job when it has none of its own: the
+-- including script sets it to its default (RQ's, a year, until then).
+local other_failure_ttl = 31536000
 
--- The dependents failed by on_damaged_dependent in this call, {id, reason} each: the
--- script adds them to what it reports.
-local damaged_dependents = {}
+-- The jobs failed by on_damaged_job in this call, {id, reason} each: the script adds
+-- them to what it reports.
+local damaged_others = {}
 
-on_damaged_dependent = function(parent_id, dkey, dep, err, now, now_text)
+on_damaged_job = function(id, context, err, now, now_text)
   raise_if_transient(err)
-  local got, origin = pcall(redis.call, 'HGET', K.job(dep), 'origin')
+  local got, origin = pcall(redis.call, 'HGET', K.job(id), 'origin')
   if not got or not origin then origin = '' end
-  local why = 'as a dependent of ' .. parent_id .. ': ' .. unrecordable_reason(dep, origin, err)
-  fail_unrecordable(dep, origin, '', '', why, true, now_text, now, DEPENDENT_FAILURE_TTL)
-  pcall(redis.call, 'ZREM', K.deferred(origin), dep)
-  pcall(redis.call, 'SREM', dkey, dep)
-  damaged_dependents[#damaged_dependents + 1] = {dep, why}
+  local why = context .. ': ' .. unrecordable_reason(id, origin, err)
+  fail_unrecordable(id, origin, '', '', why, true, now_text, now, other_failure_ttl)
+  if origin ~= '' then pcall(redis.call, 'ZREM', K.deferred(origin), id) end
+  damaged_others[#damaged_others + 1] = {id, why}
 end
