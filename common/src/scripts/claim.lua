@@ -79,11 +79,11 @@ local function claim_jobs(q, now, now_text, now_epoch)
     redis.call('ZADD', K.executions(id), executions_deadline, ex)
   end
 
-  -- The slot's own keys for its new job. A slot key of the wrong type is the slot's
-  -- damage, not the job's (the heartbeat names it): its write is skipped.
+  -- The slot's own keys for its new job (run under pcall: a slot key of the wrong type
+  -- is the slot's damage, not the job's, and the heartbeat names it).
   local function show_busy(id, w, ex)
-    pcall(redis.call, 'SADD', K.worker_executions(w), member(id, ex))
-    pcall(redis.call, 'HSET', K.worker(w), 'state', BUSY, 'current_job', id, 'current_job_working_time', '0')
+    redis.call('HSET', K.worker(w), 'state', BUSY, 'current_job', id, 'current_job_working_time', '0')
+    redis.call('SADD', K.worker_executions(w), member(id, ex))
   end
 
   -- The job a lost round already claimed for `slot`, if any.
@@ -133,7 +133,7 @@ local function claim_jobs(q, now, now_text, now_epoch)
         local w, ex = q.slots[slot][1], q.slots[slot][2]
         local started, err = pcall(start, jk, id, ttl, origin, w, ex)
         if started then
-          show_busy(id, w, ex)
+          pcall(show_busy, id, w, ex)
           if caps[qi] > 0 then caps[qi] = caps[qi] - 1 end
           busy[w] = true
           out[#out + 1] = {'job', slot, id, origin, queue, h}

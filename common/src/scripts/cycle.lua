@@ -51,12 +51,14 @@ if ns > 0 and redis.call('EXISTS', K.suspended()) == 0 then
 elseif ns == 0 then
   claimed = {}
 end
+-- A slot that got no new job shows idle (under pcall: a slot key of the wrong type is the
+-- slot's damage, not its jobs', and the heartbeat names it).
+local function show_idle(w)
+  redis.call('HSET', K.worker(w), 'state', IDLE)
+  redis.call('HDEL', K.worker(w), 'current_job', 'current_job_working_time')
+end
 for _, w in ipairs(completed_by) do
-  if not busy[w] then
-    -- (A slot key of the wrong type is the slot's damage: the heartbeat names it.)
-    pcall(redis.call, 'HSET', K.worker(w), 'state', IDLE)
-    pcall(redis.call, 'HDEL', K.worker(w), 'current_job', 'current_job_working_time')
-  end
+  if not busy[w] then pcall(show_idle, w) end
 end
 for _, d in ipairs(damaged_others) do unrecorded[#unrecorded + 1] = d end
 return {recorded, claimed, unrecorded}
