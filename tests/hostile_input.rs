@@ -1152,6 +1152,24 @@ fn item20_a_job_key_of_the_wrong_type_fails_that_job_alone_naming_the_key() {
         )),
         "{text}"
     );
+    // rq 3.0 reads the failure (its exc_string is zlib data the script made itself).
+    let seen = python(
+        Py::Rq3,
+        &redis,
+        &format!(
+            r#"
+            from rq.job import Job
+            job = Job.fetch('{at_claim}', connection=conn)
+            print(job.get_status().value, job.latest_result().exc_string)
+            "#
+        ),
+    );
+    assert!(
+        seen.starts_with(
+            "failed InvalidJob: runq could not record this job: the key rq:executions:"
+        ),
+        "{seen}"
+    );
     assert_eq!(
         wait_terminal_on(&redis, &mut w, at_end.as_bytes()),
         "failed"
