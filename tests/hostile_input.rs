@@ -1202,6 +1202,21 @@ fn item20_a_job_key_of_the_wrong_type_fails_that_job_alone_naming_the_key() {
     assert_still_serving(&redis, &mut w, q);
 }
 
+/// Enqueues `runq.tasks.echo <arg>` on `queue`, deferred until job `parent` finished.
+fn enqueue_dependent(redis: &RedisServer, queue: &str, arg: &str, parent: &str) -> String {
+    enqueue(
+        redis,
+        &[
+            "runq.tasks.echo",
+            arg,
+            "--queue",
+            queue,
+            "--depends-on",
+            parent,
+        ],
+    )
+}
+
 /// Asserts the registry (a zset) holds exactly `ids`, in any order.
 fn assert_registry_holds(redis: &RedisServer, key: &str, ids: &[&str]) {
     let mut held = redis.zmembers(key);
@@ -1377,28 +1392,8 @@ fn item24_a_dependent_whose_key_refuses_its_release_fails_alone_and_its_parent_f
     let redis = RedisServer::start();
     let q = "dq";
     let parent = enqueue(&redis, &["runq.tasks.echo", "1", "--queue", q]);
-    let damaged = enqueue(
-        &redis,
-        &[
-            "runq.tasks.echo",
-            "2",
-            "--queue",
-            q,
-            "--depends-on",
-            &parent,
-        ],
-    );
-    let sibling = enqueue(
-        &redis,
-        &[
-            "runq.tasks.echo",
-            "3",
-            "--queue",
-            q,
-            "--depends-on",
-            &parent,
-        ],
-    );
+    let damaged = enqueue_dependent(&redis, q, "2", &parent);
+    let sibling = enqueue_dependent(&redis, q, "3", &parent);
     assert_eq!(redis.status(&damaged).as_deref(), Some("deferred"));
     // RQ's key of the dependent's dependencies (note the double colon), now a string.
     let key = format!("rq:job::{damaged}:dependencies");
@@ -1474,17 +1469,7 @@ fn item26_a_parent_whose_result_is_refused_releases_no_dependent() {
     let redis = RedisServer::start();
     let q = "pq";
     let parent = enqueue(&redis, &["runq.tasks.echo", "1", "--queue", q]);
-    let dependent = enqueue(
-        &redis,
-        &[
-            "runq.tasks.echo",
-            "2",
-            "--queue",
-            q,
-            "--depends-on",
-            &parent,
-        ],
-    );
+    let dependent = enqueue_dependent(&redis, q, "2", &parent);
     let key = format!("rq:results:{parent}");
     let _: () = redis.conn().set(&key, "x").unwrap();
     let mut w = worker(&redis, q, "pw");
