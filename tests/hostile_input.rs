@@ -1170,10 +1170,7 @@ fn item20_a_job_key_of_the_wrong_type_fails_that_job_alone_naming_the_key() {
         ),
         "{seen}"
     );
-    assert_eq!(
-        wait_terminal_on(&redis, &mut w, at_end.as_bytes()),
-        "failed"
-    );
+    assert_ends(&redis, &mut w, &at_end, "failed");
     let exc = hget_raw(&redis, at_end.as_bytes(), "exc_info")
         .map(|v| String::from_utf8_lossy(&v).into_owned());
     assert!(
@@ -1215,6 +1212,15 @@ fn enqueue_dependent(redis: &RedisServer, queue: &str, arg: &str, parent: &str) 
             parent,
         ],
     )
+}
+
+/// Asserts job `id` ends (through worker `w`) with `status`.
+fn assert_ends(redis: &RedisServer, w: &mut Worker, id: &str, status: &str) {
+    assert_eq!(
+        wait_terminal_on(redis, w, id.as_bytes()),
+        status,
+        "job {id}"
+    );
 }
 
 /// Asserts the registry (a zset) holds exactly `ids`, in any order.
@@ -1275,14 +1281,8 @@ fn item21_a_running_job_whose_key_refuses_the_heartbeat_costs_only_its_own_beat(
             "{m}'s deadline {deadline} was not pushed past {started}"
         );
     }
-    assert_eq!(
-        wait_terminal_on(&redis, &mut w, healthy.as_bytes()),
-        "finished"
-    );
-    assert_eq!(
-        wait_terminal_on(&redis, &mut w, damaged.as_bytes()),
-        "failed"
-    );
+    assert_ends(&redis, &mut w, &healthy, "finished");
+    assert_ends(&redis, &mut w, &damaged, "failed");
     assert!(exc_info(&redis, &damaged).contains(&format!("{key} holds a string, not a zset")));
     let named = log_lines(&w, &["the heartbeat cannot refresh this", &damaged]);
     assert_eq!(
@@ -1315,10 +1315,7 @@ fn item22_maintenance_fails_an_abandoned_job_whose_key_refuses_it_and_recovers_t
         .spawn();
     let text = one_line_failure(&redis, &mut w, plain.as_bytes());
     assert!(text.contains("AbandonedJobError"), "{text}");
-    assert_eq!(
-        wait_terminal_on(&redis, &mut w, damaged.as_bytes()),
-        "failed"
-    );
+    assert_ends(&redis, &mut w, &damaged, "failed");
     assert!(exc_info(&redis, &damaged).contains(&format!("{key} holds a string, not a stream")));
     assert_registry_holds(&redis, &format!("rq:failed:{q}"), &[&damaged, &plain]);
     assert!(redis.zrange(&format!("rq:wip:{q}")).is_empty());
@@ -1354,22 +1351,9 @@ fn item23_a_due_job_whose_queue_key_is_not_a_list_fails_and_the_others_move() {
     let doomed = schedule(broken_q);
     let due = schedule(q);
     let _: () = c.set(format!("rq:queue:{broken_q}"), "x").unwrap();
-    let mut w = WorkerCmd::new(&redis)
-        .args(&[
-            "--queues",
-            &format!("{broken_q},{q}"),
-            "--concurrency",
-            "1",
-            "--name",
-            "sw",
-        ])
-        .config("[worker]\nheartbeat_secs = 1\n")
-        .spawn();
-    assert_eq!(wait_terminal_on(&redis, &mut w, due.as_bytes()), "finished");
-    assert_eq!(
-        wait_terminal_on(&redis, &mut w, doomed.as_bytes()),
-        "failed"
-    );
+    let mut w = worker(&redis, &format!("{broken_q},{q}"), "sw");
+    assert_ends(&redis, &mut w, &due, "finished");
+    assert_ends(&redis, &mut w, &doomed, "failed");
     assert!(
         exc_info(&redis, &doomed)
             .contains(&format!("rq:queue:{broken_q} holds a string, not a list")),
@@ -1399,22 +1383,10 @@ fn item24_a_dependent_whose_key_refuses_its_release_fails_alone_and_its_parent_f
     let key = format!("rq:job::{damaged}:dependencies");
     let _: () = redis.conn().del(&key).unwrap();
     let _: () = redis.conn().set(&key, "x").unwrap();
-    let mut w = WorkerCmd::new(&redis)
-        .args(&["--queues", q, "--concurrency", "1", "--name", "dw"])
-        .config("[worker]\nheartbeat_secs = 1\n")
-        .spawn();
-    assert_eq!(
-        wait_terminal_on(&redis, &mut w, parent.as_bytes()),
-        "finished"
-    );
-    assert_eq!(
-        wait_terminal_on(&redis, &mut w, sibling.as_bytes()),
-        "finished"
-    );
-    assert_eq!(
-        wait_terminal_on(&redis, &mut w, damaged.as_bytes()),
-        "failed"
-    );
+    let mut w = worker(&redis, q, "dw");
+    assert_ends(&redis, &mut w, &parent, "finished");
+    assert_ends(&redis, &mut w, &sibling, "finished");
+    assert_ends(&redis, &mut w, &damaged, "failed");
     let text = exc_info(&redis, &damaged);
     assert!(
         text.contains(&format!(
@@ -1473,10 +1445,7 @@ fn item26_a_parent_whose_result_is_refused_releases_no_dependent() {
     let key = format!("rq:results:{parent}");
     let _: () = redis.conn().set(&key, "x").unwrap();
     let mut w = worker(&redis, q, "pw");
-    assert_eq!(
-        wait_terminal_on(&redis, &mut w, parent.as_bytes()),
-        "failed"
-    );
+    assert_ends(&redis, &mut w, &parent, "failed");
     assert!(exc_info(&redis, &parent).contains(&format!("{key} holds a string, not a stream")));
     // A job enqueued after the parent failed runs through the same worker; the
     // dependent of the failed parent is still waiting, as RQ leaves it.
@@ -1509,9 +1478,9 @@ fn item27_a_rate_limit_waiter_whose_queue_key_refuses_its_promotion_fails_alone(
     // rl-a's end promotes rl-b, whose push onto its queue this key refuses.
     let _: () = redis.conn().set("rq:queue:rlq2", "x").unwrap();
     let mut w = worker(&redis, "rlq", "rlw");
-    assert_eq!(wait_terminal_on(&redis, &mut w, b"rl-a"), "finished");
-    assert_eq!(wait_terminal_on(&redis, &mut w, b"rl-c"), "finished");
-    assert_eq!(wait_terminal_on(&redis, &mut w, b"rl-b"), "failed");
+    assert_ends(&redis, &mut w, "rl-a", "finished");
+    assert_ends(&redis, &mut w, "rl-c", "finished");
+    assert_ends(&redis, &mut w, "rl-b", "failed");
     let text = exc_info(&redis, "rl-b");
     assert!(
         text.contains(

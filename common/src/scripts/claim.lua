@@ -63,10 +63,7 @@ local function claim_jobs(q, now, now_text, now_epoch)
   -- allow, when one of them refuses the failure's writes).
   local function refuse(id, queue, exc, reason)
     local ok, err = pcall(fail_job, id, queue, 'failed', now_text, now, q.default_ft, {'worker_name', '', 'exc_string', exc})
-    if not ok then
-      raise_if_transient(err)
-      fail_unrecordable(id, queue, '', '', unrecordable_reason(id, queue, err), true, now_text, now, q.default_ft)
-    end
+    if not ok then fail_refused(err, nil, id, queue, '', '', true, now_text, now, q.default_ft) end
     out[#out + 1] = {'refused', queue, id, reason}
   end
 
@@ -139,9 +136,7 @@ local function claim_jobs(q, now, now_text, now_epoch)
           out[#out + 1] = {'job', slot, id, origin, queue, h}
           slot = slot + 1
         else
-          raise_if_transient(err)
-          local why = unrecordable_reason(id, origin, err)
-          fail_unrecordable(id, origin, ex, w, why, true, now_text, now, q.default_ft)
+          local _, why = fail_refused(err, nil, id, origin, ex, w, true, now_text, now, q.default_ft)
           out[#out + 1] = {'refused', queue, id, why}
         end
       end

@@ -24,9 +24,8 @@ for n = 1, nc do
   local ok, what = pcall(complete_execution, i, now, now_text, now_epoch, default_rt, default_ft, progress)
   local id, w, origin = ARGV[i], ARGV[i + 2], ARGV[i + 3]
   if not ok then
-    raise_if_transient(what)
-    local why = unrecordable_reason(id, origin, what)
-    what = fail_unrecordable(id, origin, ARGV[i + 1], w, why, progress.owned, now_text, now, default_ft)
+    local why
+    what, why = fail_refused(what, nil, id, origin, ARGV[i + 1], w, progress.owned, now_text, now, default_ft)
     unrecorded[#unrecorded + 1] = {id, why}
   end
   recorded[n] = what

@@ -2,10 +2,9 @@
 -- hand or by hostile input, such as a string at `rq:results:<id>`). The scripts that
 -- include this file (cycle, heartbeat, maintenance, scheduler) handle each job under
 -- `pcall`, and each dependent released or rate-limit waiter promoted for it so too
--- (prelude's `on_damaged_job`), so
--- such a job costs only itself: the call's other jobs are recorded as usual, and this
--- job is failed as far as its keys allow (every write on its own), with a reason that
--- names the key. Without this, Redis aborts the whole script at the first refused
+-- (prelude's `on_damaged_job`), so such a job costs only itself: the call's other jobs
+-- are recorded as usual, and this job is failed as far as its keys allow (every write
+-- on its own), with a reason that names the key. Without this, Redis aborts the whole script at the first refused
 -- write, after the writes before it (Redis does not roll a script back).
 
 -- The text of an error caught by `pcall` (Redis 7 gives a string, some versions a table).
@@ -123,6 +122,7 @@ local function fail_unrecordable(id, origin, ex, w, why, owned, now_text, now, d
     -- Out of wherever the refused transition had already put it.
     pcall(redis.call, 'ZREM', K.finished(origin), id)
     pcall(redis.call, 'ZREM', K.scheduled(origin), id)
+    pcall(redis.call, 'ZREM', K.deferred(origin), id)
     pcall(redis.call, 'LREM', K.queue(origin), 0, id)
     pcall(redis.call, 'ZADD', K.failed(origin), num_text(score), id)
   end
@@ -135,15 +135,24 @@ local function fail_unrecordable(id, origin, ex, w, why, owned, now_text, now, d
   return 'failed'
 end
 
--- Runs fn(...) for one job under pcall. On an error that is the job's (not a transient
--- one, which is raised again), fails the job with fail_unrecordable (`owned`: see there),
--- appends {id, reason} to `damaged` and returns nil; otherwise returns fn's result.
+-- What every error caught for job `id` gets: raised again when it is transient;
+-- otherwise the job is failed by fail_unrecordable (`ex`, `w`, `owned`: see there) with
+-- the reason, after `context` when one is given. Returns what fail_unrecordable returned
+-- and the reason.
+local function fail_refused(err, context, id, origin, ex, w, owned, now_text, now, default_ft)
+  raise_if_transient(err)
+  local why = unrecordable_reason(id, origin, err)
+  if context then why = context .. ': ' .. why end
+  return fail_unrecordable(id, origin, ex, w, why, owned, now_text, now, default_ft), why
+end
+
+-- Runs fn(...) for one job under pcall. On an error that is the job's, fails the job
+-- (fail_refused), appends {id, reason} to `damaged` and returns nil; otherwise returns
+-- fn's result.
 local function for_one_job(damaged, id, origin, ex, w, now_text, now, default_ft, fn, ...)
   local ok, r = pcall(fn, ...)
   if ok then return r end
-  raise_if_transient(r)
-  local why = unrecordable_reason(id, origin, r)
-  fail_unrecordable(id, origin, ex, w, why, true, now_text, now, default_ft)
+  local _, why = fail_refused(r, nil, id, origin, ex, w, true, now_text, now, default_ft)
   damaged[#damaged + 1] = {id, why}
   return nil
 end
@@ -157,11 +166,8 @@ local other_failure_ttl = 31536000
 local damaged_others = {}
 
 on_damaged_job = function(id, context, err, now, now_text)
-  raise_if_transient(err)
   local got, origin = pcall(redis.call, 'HGET', K.job(id), 'origin')
   if not got or not origin then origin = '' end
-  local why = context .. ': ' .. unrecordable_reason(id, origin, err)
-  fail_unrecordable(id, origin, '', '', why, true, now_text, now, other_failure_ttl)
-  if origin ~= '' then pcall(redis.call, 'ZREM', K.deferred(origin), id) end
+  local _, why = fail_refused(err, context, id, origin, '', '', true, now_text, now, other_failure_ttl)
   damaged_others[#damaged_others + 1] = {id, why}
 end
