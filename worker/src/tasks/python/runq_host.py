@@ -886,10 +886,13 @@ SPARE_RETRY = 1.0  # seconds without spares after a fork failed
 
 class Host:
     """The event loop (epoll): frames from the worker, SIGCHLD, children's pipes, timers.
-    When it has nothing else to do it forks spare children, one per slot the worker has
-    free (as many as jobs ran at once, less those running now), so the fork and the
-    child's set-up are done while the worker fetches the next job, and a spare does not
-    wait (going cache-cold) through whole jobs of others."""
+    When it has nothing else to do it forks spare children: one per slot the worker has
+    free (as many as jobs ran at once, less those running now), plus one. The fork and
+    the child's set-up are then done while the worker fetches the next job; the extra
+    spare lets a job start at once even when its frame arrives while the host is still
+    forking the spare for the job before (a fork blocks this loop for about a
+    millisecond), and lets that fork run while every slot is busy. (Two extra were
+    measured no faster than one.)"""
 
     def __init__(self, proto_in, proto_out, cfg, prctl):
         self.proto_in = proto_in
@@ -1093,8 +1096,8 @@ class Host:
     # -- children: fork, spares, hand-off ------------------------------------------------
 
     def wants_spare(self):
-        free_slots = min(MAX_SPARES, self.peak - len(self.children))
-        return (len(self.spares) < free_slots
+        wanted = min(MAX_SPARES, self.peak - len(self.children) + 1)
+        return (len(self.spares) < wanted
                 and (not self.spare_pause_until or time.monotonic() >= self.spare_pause_until))
 
     def add_spare(self):
