@@ -539,7 +539,7 @@ fn python_and_runq_workers_share_a_queue_without_running_a_job_twice() {
         ])
         .spawn();
     assert_eq!(runq_worker.wait_exit(), Some(0), "{}", runq_worker.logs());
-    let status = wait_exit(&mut py_worker);
+    let status = wait_exit_logged(&mut py_worker, &log);
     assert!(
         status.success(),
         "rq worker: {status}\n{}",

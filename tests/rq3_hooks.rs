@@ -925,7 +925,7 @@ fn stopped_callbacks_run_after_a_stop_and_their_failures_leave_the_job_stopped()
         stop_job(&redis, &id);
         redis.wait_status(&id, "stopped");
     }
-    let status = wait_exit(&mut rq);
+    let status = wait_exit_logged(&mut rq, &log);
     let rq_log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "rq worker: {status}\n{rq_log}");
 

@@ -8,7 +8,7 @@
 //! a test file needs:
 //!
 //! - `paths`: [`repo_root`], [`python_dir`], [`bin`], [`free_port`], [`TempDir`]
-//! - `process`: [`wait_exit`] (and the signals and bounded waits the others use)
+//! - `process`: [`wait_exit`], [`wait_exit_logged`] (and the signals and bounded waits the others use)
 //! - `wait`: [`WAIT`], [`wait_for`], [`wait_until`], [`wait_until_with`], [`wait_within`],
 //!   [`sorted`]
 //! - `redis_server`: [`RedisServer`], [`RedisOpts`] and the key helpers
@@ -41,7 +41,7 @@ pub use cli::{
 };
 pub use http::{http_get, parse_metrics};
 pub use paths::{bin, free_port, python_dir, repo_root, TempDir};
-pub use process::wait_exit;
+pub use process::{wait_exit, wait_exit_logged};
 pub use python::{dedent, py_cli, py_cli_spawn, python, python_env, python_json, Py, PyWorker};
 pub use redis_server::{RedisOpts, RedisServer};
 pub use tls::TlsFiles;
