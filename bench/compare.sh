@@ -16,6 +16,7 @@
 #     PY_REPS (1) runs the three workers that many times in turn and also prints each
 #     worker's median and the ratios of the medians: a shared machine's speed drifts
 #     within minutes, and interleaved runs compare the workers at the same moments.
+#     Its ratios have two decimals: a 4.98x must not read as the 5x target.
 # Usage: bench/compare.sh [JOBS] [CONCURRENCY]   (release build; needs .venv/rq3)
 #        SECTIONS="1 4" bench/compare.sh          (only those sections; default all four)
 set -euo pipefail
@@ -191,12 +192,12 @@ TOML
     py_case "rq worker --burst -w rq.worker.SimpleWorker" "py-$q-simple" "$N" \
       env PYTHONPATH="$BENCH_DIR" "$RQ_CLI" worker --burst -w rq.worker.SimpleWorker --url "$REDIS_URL/9" --logging_level WARNING "py-$q-simple"
     r_simple=$RATE
-    echo "python tasks ($MODULE) ratio runq/forking: $(python3 -c "print(round($r_runq/$r_fork,1))")x, runq/SimpleWorker: $(python3 -c "print(round($r_runq/$r_simple,1))")x"
+    echo "python tasks ($MODULE) ratio runq/forking: $(python3 -c "print(f'{$r_runq/$r_fork:.2f}')")x, runq/SimpleWorker: $(python3 -c "print(f'{$r_runq/$r_simple:.2f}')")x"
     all_runq+=("$r_runq") all_fork+=("$r_fork") all_simple+=("$r_simple")
   done
   if [ "$PY_REPS" -gt 1 ]; then
     m_runq=$(median "${all_runq[@]}") m_fork=$(median "${all_fork[@]}") m_simple=$(median "${all_simple[@]}")
-    echo "python tasks ($MODULE) medians of $PY_REPS runs: runq-worker $m_runq, forking Worker $m_fork, SimpleWorker $m_simple jobs/s; ratio runq/forking: $(python3 -c "print(round($m_runq/$m_fork,1))")x, runq/SimpleWorker: $(python3 -c "print(round($m_runq/$m_simple,1))")x"
+    echo "python tasks ($MODULE) medians of $PY_REPS runs: runq-worker $m_runq, forking Worker $m_fork, SimpleWorker $m_simple jobs/s; ratio runq/forking: $(python3 -c "print(f'{$m_runq/$m_fork:.2f}')")x, runq/SimpleWorker: $(python3 -c "print(f'{$m_runq/$m_simple:.2f}')")x"
   fi
 done
 fi
