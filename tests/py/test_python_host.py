@@ -683,6 +683,23 @@ class SeparateHostTests(unittest.TestCase):
         self.assertIn(started['pid'], spare)
         self.assertEqual(self.host.done(job.id)['outcome'], 'ok')
 
+    def test_keeps_one_spare_beyond_the_free_slots(self):
+        self.host = HostProc()
+        self.assertEqual(self.host.init()['op'], 'ready')
+        # One slot seen so far and no job: that slot's spare plus one.
+        spares = wait_for(lambda: len(children_of(self.host.proc.pid)) == 2 and
+                          children_of(self.host.proc.pid), 'two spare children')
+        pidfile = os.path.join(TMP, 'spare-plus-one.pid')
+        job = self.queue.enqueue('hosttasks.forever', pidfile)
+        self.host.send(run_frame(job))
+        running = read_pid(pidfile)
+        self.assertIn(running, spares)
+        # The slot is busy: one spare stays ready and no third child is forked.
+        time.sleep(0.3)
+        self.assertEqual(sorted(children_of(self.host.proc.pid)), sorted(spares))
+        self.host.send({'op': 'kill', 'job_id': job.id})
+        self.assertEqual(self.host.done(job.id)['outcome'], 'killed')
+
     def test_spare_that_dies_without_a_job_is_replaced(self):
         self.host = HostProc()
         self.assertEqual(self.host.init()['op'], 'ready')
