@@ -16,7 +16,6 @@
 #     PY_REPS (1) runs the three workers that many times in turn and also prints each
 #     worker's median and the ratios of the medians: a shared machine's speed drifts
 #     within minutes, and interleaved runs compare the workers at the same moments.
-#     Its ratios have two decimals: a 4.98x must not read as the 5x target.
 # Usage: bench/compare.sh [JOBS] [CONCURRENCY]   (release build; needs .venv/rq3)
 #        SECTIONS="1 4" bench/compare.sh          (only those sections; default all four)
 set -euo pipefail
@@ -168,6 +167,8 @@ py_case() {
 PY_REPS=${PY_REPS:-1}
 # median RATE...: the middle one (the mean of the two middle ones for an even count).
 median() { python3 -c "import statistics, sys; print(round(statistics.median(map(float, sys.argv[1:])), 1))" "$@"; }
+# ratio A B: A/B with two decimals (a 4.98 must not print as the 5.0 target).
+ratio() { python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$1" "$2"; }
 
 for MODULE in pytasks_light pytasks_heavy; do
   if [ "$MODULE" = pytasks_light ]; then N=$PY_LIGHT_JOBS; NF=$PY_LIGHT_JOBS; else N=$PY_HEAVY_JOBS; NF=$PY_HEAVY_FORK_JOBS; fi
@@ -192,12 +193,12 @@ TOML
     py_case "rq worker --burst -w rq.worker.SimpleWorker" "py-$q-simple" "$N" \
       env PYTHONPATH="$BENCH_DIR" "$RQ_CLI" worker --burst -w rq.worker.SimpleWorker --url "$REDIS_URL/9" --logging_level WARNING "py-$q-simple"
     r_simple=$RATE
-    echo "python tasks ($MODULE) ratio runq/forking: $(python3 -c "print(f'{$r_runq/$r_fork:.2f}')")x, runq/SimpleWorker: $(python3 -c "print(f'{$r_runq/$r_simple:.2f}')")x"
+    echo "python tasks ($MODULE) ratio runq/forking: $(ratio "$r_runq" "$r_fork")x, runq/SimpleWorker: $(ratio "$r_runq" "$r_simple")x"
     all_runq+=("$r_runq") all_fork+=("$r_fork") all_simple+=("$r_simple")
   done
   if [ "$PY_REPS" -gt 1 ]; then
     m_runq=$(median "${all_runq[@]}") m_fork=$(median "${all_fork[@]}") m_simple=$(median "${all_simple[@]}")
-    echo "python tasks ($MODULE) medians of $PY_REPS runs: runq-worker $m_runq, forking Worker $m_fork, SimpleWorker $m_simple jobs/s; ratio runq/forking: $(python3 -c "print(f'{$m_runq/$m_fork:.2f}')")x, runq/SimpleWorker: $(python3 -c "print(f'{$m_runq/$m_simple:.2f}')")x"
+    echo "python tasks ($MODULE) medians of $PY_REPS runs: runq-worker $m_runq, forking Worker $m_fork, SimpleWorker $m_simple jobs/s; ratio runq/forking: $(ratio "$m_runq" "$m_fork")x, runq/SimpleWorker: $(ratio "$m_runq" "$m_simple")x"
   fi
 done
 fi
