@@ -1,5 +1,6 @@
 //! Operating runq: the systemd notify protocol against a fake NOTIFY_SOCKET, batch
-//! enqueue of 100,000 jobs with a malformed line, and a Redis that requires a password.
+//! enqueue of 100,000 jobs with a malformed line (queued in the file's order), and a
+//! Redis that requires a password.
 
 use runq_tests::{bin, free_port, wait_until, RedisServer, TempDir};
 use std::os::unix::net::UnixDatagram;
@@ -92,9 +93,14 @@ fn batch_enqueue_100k_with_a_malformed_line() {
             text.push_str("{\"func\": \"runq.tasks.noop\", \"args\": [1\n");
         }
         text.push_str(&format!(
-            "{{\"func\": \"runq.tasks.noop\", \"args\": [{i}], \"queue\": \"bulk\"}}\n"
+            "{{\"func\": \"runq.tasks.noop\", \"args\": [{i}], \"queue\": \"bulk\", \"job_id\": \"bulk-{i}\"}}\n"
         ));
     }
+    // In the last chunk, depending on a job of the first: deferred only if the chunks
+    // reach Redis in the file's order.
+    text.push_str(
+        "{\"func\": \"runq.tasks.noop\", \"queue\": \"bulk\", \"job_id\": \"late\", \"depends_on\": [\"bulk-0\"]}\n",
+    );
     std::fs::write(&path, text).unwrap();
     let (out, stdout, stderr) = enqueue_file(&redis, &path);
     assert_eq!(
@@ -106,13 +112,26 @@ fn batch_enqueue_100k_with_a_malformed_line() {
         stderr.contains("jobs.jsonl:4243:"),
         "bad line reported with its number: {stderr}"
     );
-    assert!(stdout.contains("enqueued 100000 jobs"), "{stdout}");
+    assert!(stdout.contains("enqueued 100001 jobs"), "{stdout}");
     let mut conn = redis.conn();
-    let len: i64 = redis::cmd("LLEN")
+    let queued: Vec<String> = redis::cmd("LRANGE")
         .arg("rq:queue:bulk")
+        .arg(0)
+        .arg(-1)
         .query(&mut conn)
         .unwrap();
-    assert_eq!(len, 100_000);
+    assert_eq!(queued.len(), 100_000);
+    let misplaced = queued
+        .iter()
+        .enumerate()
+        .find(|(i, id)| **id != format!("bulk-{i}"));
+    assert_eq!(misplaced, None, "the queue holds the file's order");
+    let late: String = redis::cmd("HGET")
+        .arg("rq:job:late")
+        .arg("status")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(late, "deferred", "bulk-0 was queued when `late` came");
     eprintln!("batch enqueue: {}", stdout.trim());
 
     // --strict refuses the whole file and enqueues nothing.

@@ -167,7 +167,9 @@ impl NewJob {
 }
 
 /// Reads a job hash; `None` when the job does not exist.
-pub use crate::scripts::enqueue::{enqueue, enqueue_many};
+pub use crate::scripts::enqueue::{
+    enqueue, enqueue_many, prepare_enqueue, send_enqueue, BatchOutcome, PreparedEnqueue,
+};
 
 pub async fn fetch_job<C: ConnectionLike + Send + Sync>(
     conn: &mut C,

@@ -7,6 +7,7 @@
 
 use crate::new_job::{build, EnqueueArgs};
 use crate::CliError;
+use runq_common::nodb::enqueued::PrepWrite;
 use runq_common::rq::{self, NewJob};
 use runq_common::Config;
 use serde::Deserialize;
@@ -132,7 +133,7 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
             "{bad} bad lines in {name}; --strict: nothing enqueued"
         )));
     }
-    let mut conn = crate::connect(config).await?;
+    let conn = crate::connect(config).await?;
     let keys = config.keys();
     let bar = std::io::stderr().is_terminal().then(|| {
         let b = indicatif::ProgressBar::new(jobs.len() as u64);
@@ -145,34 +146,37 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
         b
     });
     let start = Instant::now();
-    let mut ok = 0usize;
-    let mut refused = 0usize;
+    let mut tally = Tally::default();
     let mut prep = crate::runstate::Prep::new(config);
-    for chunk in jobs.chunks(CHUNK) {
+    // One chunk in Redis while the next is built (pickled, compressed): a chunk is sent
+    // only once the one before it has been answered, so the queues get the file's order
+    // and a job may depend on one from an earlier chunk.
+    let mut in_flight: Option<InFlight> = None;
+    for (index, chunk) in jobs.chunks(CHUNK).enumerate() {
         let batch: Vec<NewJob> = chunk.iter().map(|(_, j)| j.clone()).collect();
+        let prepared = rq::prepare_enqueue(&keys, &batch);
         let writes = prep.writes(&batch);
+        if let Some(prev) = in_flight.take() {
+            tally
+                .settle(prev, &jobs, &mut prep, &name, bar.as_ref())
+                .await?;
+        }
         prep.before(&writes).await?;
-        let results = rq::enqueue_many(&mut conn, &keys, &batch).await?;
-        let enqueued: std::collections::HashSet<&str> = batch
-            .iter()
-            .zip(&results)
-            .filter(|(_, r)| r.is_ok())
-            .map(|(j, _)| j.id.as_str())
-            .collect();
-        prep.after(&writes, |id| enqueued.contains(id)).await?;
-        for ((n, _), r) in chunk.iter().zip(results) {
-            match r {
-                Ok(_) => ok += 1,
-                Err(e) => {
-                    refused += 1;
-                    eprintln!("runq: {name}:{n}: {e}");
-                }
-            }
-        }
-        if let Some(b) = &bar {
-            b.inc(chunk.len() as u64);
-        }
+        let mut conn = conn.clone();
+        let ids: Vec<String> = batch.into_iter().map(|j| j.id).collect();
+        in_flight = Some(InFlight {
+            first: index * CHUNK,
+            ids,
+            writes,
+            reply: tokio::spawn(async move { rq::send_enqueue(&mut conn, prepared).await }),
+        });
     }
+    if let Some(prev) = in_flight.take() {
+        tally
+            .settle(prev, &jobs, &mut prep, &name, bar.as_ref())
+            .await?;
+    }
+    let Tally { ok, refused } = tally;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -190,4 +194,60 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
         )));
     }
     Ok(())
+}
+
+/// A chunk sent to Redis and not yet answered.
+struct InFlight {
+    /// Index in the file's jobs of the chunk's first job.
+    first: usize,
+    ids: Vec<String>,
+    writes: Vec<PrepWrite>,
+    reply: tokio::task::JoinHandle<runq_common::Result<Vec<rq::BatchOutcome>>>,
+}
+
+/// Jobs enqueued and refused so far.
+#[derive(Default)]
+struct Tally {
+    ok: usize,
+    refused: usize,
+}
+
+impl Tally {
+    /// Waits for a chunk's answer: its RedisPrep writes for the jobs Redis took, one
+    /// line per refused job (with its line number), the progress bar.
+    async fn settle(
+        &mut self,
+        chunk: InFlight,
+        jobs: &[(usize, NewJob)],
+        prep: &mut crate::runstate::Prep<'_>,
+        name: &str,
+        bar: Option<&indicatif::ProgressBar>,
+    ) -> Result<(), CliError> {
+        let results = chunk
+            .reply
+            .await
+            .map_err(|e| CliError::Other(format!("enqueue task failed: {e}")))??;
+        let enqueued: std::collections::HashSet<&str> = chunk
+            .ids
+            .iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(id, _)| id.as_str())
+            .collect();
+        prep.after(&chunk.writes, |id| enqueued.contains(id))
+            .await?;
+        for ((n, _), r) in jobs[chunk.first..].iter().zip(&results) {
+            match r {
+                Ok(_) => self.ok += 1,
+                Err(e) => {
+                    self.refused += 1;
+                    eprintln!("runq: {name}:{n}: {e}");
+                }
+            }
+        }
+        if let Some(b) = bar {
+            b.inc(results.len() as u64);
+        }
+        Ok(())
+    }
 }

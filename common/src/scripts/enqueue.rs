@@ -78,18 +78,24 @@ pub async fn enqueue<C: ConnectionLike + Send + Sync>(
 /// is kept short enough (a few milliseconds) not to hold up the workers.
 pub const BATCH_JOBS: usize = 250;
 
-/// Enqueues many jobs, [`BATCH_JOBS`] per script call, all calls in one pipeline;
-/// returns each job's status or error, in order (a job that fails validation or whose
-/// enqueue Redis refuses is reported, and the others still go ahead).
-pub async fn enqueue_many<C: ConnectionLike + Send + Sync>(
-    conn: &mut C,
-    keys: &Keys,
-    jobs: &[NewJob],
-) -> Result<Vec<std::result::Result<JobStatus, String>>> {
-    let sha: String = script!("enqueue_batch.lua").load_async(conn).await?;
+/// One job's outcome in a batch: the status it got, or why it was not enqueued.
+pub type BatchOutcome = std::result::Result<JobStatus, String>;
+
+/// Jobs checked and encoded for [`send_enqueue`]: the pipeline of script calls
+/// ([`BATCH_JOBS`] jobs each) and, per job, its outcome where it is known before Redis
+/// (a job that fails validation). Building it is the CPU part of an enqueue (pickling,
+/// compressing), so a caller can build the next one while Redis runs this one.
+pub struct PreparedEnqueue {
+    pipe: redis::Pipeline,
+    batches: Vec<Vec<usize>>,
+    out: Vec<Option<BatchOutcome>>,
+}
+
+/// Checks and encodes `jobs` for [`send_enqueue`] (touches no Redis).
+pub fn prepare_enqueue(keys: &Keys, jobs: &[NewJob]) -> PreparedEnqueue {
+    let sha = script!("enqueue_batch.lua").get_hash().to_string();
     let now = Stamp::now();
-    let mut out: Vec<Option<std::result::Result<JobStatus, String>>> =
-        Vec::with_capacity(jobs.len());
+    let mut out: Vec<Option<BatchOutcome>> = Vec::with_capacity(jobs.len());
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let mut pipe = redis::pipe();
     pipe.ignore_errors();
@@ -115,7 +121,25 @@ pub async fn enqueue_many<C: ConnectionLike + Send + Sync>(
         add_batch(&mut pipe, cmd, &sha, keys, &members, args);
         batches.push(members);
     }
+    PreparedEnqueue { pipe, batches, out }
+}
+
+/// Sends a [`prepare_enqueue`]d batch in one pipeline; returns each job's status or
+/// error, in order (a job that fails validation or whose enqueue Redis refuses is
+/// reported, and the others still go ahead).
+pub async fn send_enqueue<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    prepared: PreparedEnqueue,
+) -> Result<Vec<BatchOutcome>> {
+    let PreparedEnqueue {
+        pipe,
+        batches,
+        mut out,
+    } = prepared;
     if !batches.is_empty() {
+        // Loaded (a no-op when Redis has it) before every batch: Redis may have restarted
+        // or flushed its scripts since the last one.
+        script!("enqueue_batch.lua").load_async(conn).await?;
         let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
         for (members, reply) in batches.into_iter().zip(replies) {
             let entries: Vec<String> = match reply {
@@ -137,6 +161,16 @@ pub async fn enqueue_many<C: ConnectionLike + Send + Sync>(
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Err("no reply from Redis".into())))
         .collect())
+}
+
+/// Enqueues many jobs, [`BATCH_JOBS`] per script call, all calls in one pipeline:
+/// [`prepare_enqueue`] then [`send_enqueue`].
+pub async fn enqueue_many<C: ConnectionLike + Send + Sync>(
+    conn: &mut C,
+    keys: &Keys,
+    jobs: &[NewJob],
+) -> Result<Vec<BatchOutcome>> {
+    send_enqueue(conn, prepare_enqueue(keys, jobs)).await
 }
 
 fn add_batch(
