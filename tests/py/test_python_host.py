@@ -178,6 +178,17 @@ class MsgpackSerializer:
         return msgpack.unpackb(data, raw=False)
 
 
+def madv_collapse_expected():
+    """MADV_COLLAPSE exists (Linux 6.1+) and transparent huge pages are not off."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split('.')[:2])
+        with open('/sys/kernel/mm/transparent_hugepage/enabled') as f:
+            enabled = f.read()
+    except (OSError, ValueError):
+        return False
+    return (major, minor) >= (6, 1) and '[never]' not in enabled
+
+
 class HostProc:
     """One runq_host.py process, spoken to as runq-worker speaks to it."""
 
@@ -682,6 +693,24 @@ class SeparateHostTests(unittest.TestCase):
         started = self.host.wait(lambda f: f['op'] == 'started', 'started')
         self.assertIn(started['pid'], spare)
         self.assertEqual(self.host.done(job.id)['outcome'], 'ok')
+
+    def test_gathers_its_memory_into_huge_pages_unless_told_not_to(self):
+        self.host = HostProc()
+        ready = self.host.init()
+        self.assertEqual(ready['op'], 'ready')
+        if madv_collapse_expected():
+            self.assertGreater(ready['huge_page_bytes'], 2 << 20, ready)
+        else:
+            self.assertGreaterEqual(ready['huge_page_bytes'], 0, ready)
+        job = self.queue.enqueue('hosttasks.add', 2, 3)
+        self.host.send(run_frame(job))
+        done = self.host.done(job.id)
+        self.assertEqual(done['outcome'], 'ok', done)
+        self.assertEqual(pickle.loads(unb64(done['return_value'])), 5)
+        self.host.close()
+        self.host = HostProc(env={'RUNQ_PYTHON_HUGE_PAGES': '0'})
+        ready = self.host.init()
+        self.assertEqual((ready['op'], ready['huge_page_bytes']), ('ready', 0), ready)
 
     def test_keeps_one_spare_beyond_the_free_slots(self):
         self.host = HostProc()

@@ -86,6 +86,9 @@ pub enum FromHost {
         pid: u32,
         python: String,
         rq: String,
+        /// Of the host's memory, gathered into transparent huge pages before the first fork.
+        #[serde(default)]
+        huge_page_bytes: u64,
     },
     Fatal {
         error: String,
@@ -207,6 +210,29 @@ mod tests {
                 exit_code: Some(3),
                 ..
             })
+        ));
+    }
+
+    #[test]
+    fn ready_may_name_its_huge_pages() {
+        let with = parse(br#"{"op":"ready","protocol":1,"pid":9,"python":"3.11.7","rq":"3.0.0","huge_page_bytes":14680064}"#)
+            .unwrap();
+        assert!(matches!(
+            with,
+            FromHost::Ready {
+                huge_page_bytes: 14_680_064,
+                ..
+            }
+        ));
+        let without =
+            parse(br#"{"op":"ready","protocol":1,"pid":9,"python":"3.11.7","rq":"1.16.2"}"#)
+                .unwrap();
+        assert!(matches!(
+            without,
+            FromHost::Ready {
+                huge_page_bytes: 0,
+                ..
+            }
         ));
     }
 }

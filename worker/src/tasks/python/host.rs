@@ -245,6 +245,7 @@ impl PythonHost {
                 protocol,
                 python,
                 rq,
+                huge_page_bytes,
                 ..
             } => {
                 if protocol != PROTOCOL {
@@ -252,7 +253,8 @@ impl PythonHost {
                         "the task host speaks protocol {protocol}, runq-worker {PROTOCOL}"
                     )));
                 }
-                tracing::info!(pid, python = %python, rq = %rq, preload = ?self.init.preload, "Python task host ready");
+                let huge_pages_mb = huge_page_bytes >> 20;
+                tracing::info!(pid, python = %python, rq = %rq, preload = ?self.init.preload, huge_pages_mb, "Python task host ready");
                 Ok(Running {
                     child,
                     pid,
