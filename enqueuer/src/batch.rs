@@ -163,10 +163,8 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
         }
         prep.before(&writes).await?;
         let mut conn = conn.clone();
-        let ids: Vec<String> = batch.into_iter().map(|j| j.id).collect();
         in_flight = Some(InFlight {
             first: index * CHUNK,
-            ids,
             writes,
             reply: tokio::spawn(async move { rq::send_enqueue(&mut conn, prepared).await }),
         });
@@ -200,7 +198,6 @@ pub async fn run(config: &Config, path: &Path, strict: bool) -> Result<(), CliEr
 struct InFlight {
     /// Index in the file's jobs of the chunk's first job.
     first: usize,
-    ids: Vec<String>,
     writes: Vec<PrepWrite>,
     reply: tokio::task::JoinHandle<runq_common::Result<Vec<rq::BatchOutcome>>>,
 }
@@ -227,16 +224,16 @@ impl Tally {
             .reply
             .await
             .map_err(|e| CliError::Other(format!("enqueue task failed: {e}")))??;
-        let enqueued: std::collections::HashSet<&str> = chunk
-            .ids
+        let lines = &jobs[chunk.first..chunk.first + results.len()];
+        let enqueued: std::collections::HashSet<&str> = lines
             .iter()
             .zip(&results)
             .filter(|(_, r)| r.is_ok())
-            .map(|(id, _)| id.as_str())
+            .map(|((_, job), _)| job.id.as_str())
             .collect();
         prep.after(&chunk.writes, |id| enqueued.contains(id))
             .await?;
-        for ((n, _), r) in jobs[chunk.first..].iter().zip(&results) {
+        for ((n, _), r) in lines.iter().zip(&results) {
             match r {
                 Ok(_) => self.ok += 1,
                 Err(e) => {

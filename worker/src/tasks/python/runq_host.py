@@ -315,12 +315,17 @@ def resolve_callable(dotted):
     return obj
 
 
+def load_libc():
+    """The C library through ctypes (raises where ctypes or libc is unavailable)."""
+    import ctypes
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def load_libc_prctl():
     """prctl(2) through ctypes, or None when unavailable."""
     try:
         import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
+        prctl = load_libc().prctl
         prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         prctl.restype = ctypes.c_int
         return prctl
@@ -345,7 +350,7 @@ def collapse_huge_pages():
         return 0
     try:
         import ctypes
-        madvise = ctypes.CDLL(None).madvise
+        madvise = load_libc().madvise
         madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
         madvise.restype = ctypes.c_int
         with open('/proc/self/maps') as f:
